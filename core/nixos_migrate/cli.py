@@ -1,0 +1,387 @@
+"""`nixos-migrate`: parse the command line, call the engine, render the result."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from nixos_migrate import __version__
+from nixos_migrate.errors import MigrateError, UsageError
+from nixos_migrate.executor import Engine, RunReport
+from nixos_migrate.manifest import load_manifest, manifest_path
+from nixos_migrate.plugins import PluginRegistry
+from nixos_migrate.render import checks_table, emit_json, err, out, progress_for, show_plan, table
+
+JSON = click.option("--json", "json_output", is_flag=True, help="Print machine-readable JSON on stdout.")
+ACCEPT = click.option(
+    "--accept",
+    "accept",
+    multiple=True,
+    metavar="VERSION",
+    help="Accept the warning or irreversibility of the step to VERSION (repeatable).",
+)
+DATA_LOSS = click.option(
+    "--accept-data-loss",
+    is_flag=True,
+    help="Allow steps that restore an older backup: data written since is lost (it is backed up first).",
+)
+
+
+class Interrupted(BaseException):
+    """SIGTERM/SIGINT while a step runs: unwinds through the step so that its backup is restored."""
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+class Context:
+    def __init__(self, manifest: Path | None, traceback: bool) -> None:
+        self.manifest_option = manifest
+        self.traceback = traceback
+
+    @contextmanager
+    def engine(self, json_output: bool = False) -> Iterator[Engine]:
+        path = manifest_path(self.manifest_option)
+        manifest = load_manifest(path)
+        engine = Engine(
+            manifest,
+            PluginRegistry.discover(),
+            source=str(path),
+            progress=progress_for(json_output),
+            command=" ".join(["nixos-migrate", *sys.argv[1:]]),
+        )
+        try:
+            yield engine
+        finally:
+            engine.close()
+
+
+class BackupsGroup(click.Group):
+    """`backups [SVC]` lists, `backups prune SVC --keep N` prunes."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-m",
+    "--manifest",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Manifest (JSON, or TOML by suffix). Default: $NIXOS_MIGRATE_MANIFEST, else /etc/nixos-migrate/manifest.json.",
+)
+@click.option("--traceback", is_flag=True, help="Show the Python traceback of a failure.")
+@click.version_option(__version__, prog_name="nixos-migrate")
+@click.pass_context
+def cli(ctx: click.Context, manifest: Path | None, traceback: bool) -> None:
+    """Move the data of stateful services to the version the configuration asks for.
+
+    Every step is backed up first, journalled, verified, and restored automatically when it
+    fails. Exit codes: 0 done or nothing to do; 1 a step failed and the data was restored;
+    2 bad usage or manifest; 3 refused (acceptance needed, journal dirty, lock held, pre-check
+    failed); 4 a step failed and the restore failed too.
+    """
+    ctx.obj = Context(manifest, traceback)
+
+
+@cli.command()
+@click.argument("services", nargs=-1)
+@JSON
+@click.pass_obj
+def status(obj: Context, services: tuple[str, ...], json_output: bool) -> None:
+    """Data version, target, pending steps, dirty state and lock holder per service."""
+    with obj.engine(json_output) as engine:
+        rows = engine.status(services)
+    if json_output:
+        emit_json(rows)
+        return
+    table(
+        None,
+        ["service", "plugin", "data", "journal", "target", "pending", "state"],
+        [
+            (
+                r["service"],
+                r["plugin"],
+                r["data_version"],
+                r["recorded"],
+                r["target"],
+                len(r["pending"]),
+                r["error"]
+                or (f"locked by pid {r['lock_holder'].get('pid')}" if r["lock_holder"] else None)
+                or (f"DIRTY: {r['dirty']['step']} in {r['dirty']['phase']}" if r["dirty"] else "ok"),
+            )
+            for r in rows
+        ],
+    )
+
+
+@cli.command()
+@click.argument("services", nargs=-1)
+@ACCEPT
+@DATA_LOSS
+@click.option("--no-checks", is_flag=True, help="Skip the plugins' pre-checks and the free-space check.")
+@JSON
+@click.pass_obj
+def plan(
+    obj: Context,
+    services: tuple[str, ...],
+    accept: tuple[str, ...],
+    accept_data_loss: bool,
+    no_checks: bool,
+    json_output: bool,
+) -> None:
+    """Show the steps `up` would run, and what must be accepted. Changes nothing.
+
+    Exits 3 when `up` would refuse (for the NixOS pre-switch check).
+    """
+    with obj.engine(json_output) as engine:
+        plans = engine.plan(services, accept=accept, accept_data_loss=accept_data_loss, run_checks=not no_checks)
+    if json_output:
+        emit_json([p.to_json() for p in plans])
+    else:
+        for p in plans:
+            show_plan(p)
+    refused = [p for p in plans if p.refusals]
+    if refused:
+        refused[0].raise_refusals()
+
+
+def _report(reports: Sequence[RunReport], json_output: bool) -> None:
+    if json_output:
+        emit_json([r.to_json() for r in reports])
+        return
+    for r in reports:
+        if not r.steps:
+            out.print(f"{r.service}: at {r.end_version or '(no data)'}, nothing to do")
+            continue
+        for s in r.steps:
+            backup = f" (backup {s.backup_id})" if s.backup_id else ""
+            out.print(f"{r.service}: {s.step.label} {s.outcome}{backup}")
+        out.print(f"{r.service}: now at {r.end_version}")
+
+
+@cli.command()
+@click.argument("services", nargs=-1)
+@ACCEPT
+@DATA_LOSS
+@click.option("--resume", is_flag=True, help="Finish a step a crash interrupted, then go on.")
+@click.option("--rollback", is_flag=True, help="Restore the backup of a step a crash interrupted, and stop.")
+@JSON
+@click.pass_obj
+def up(
+    obj: Context,
+    services: tuple[str, ...],
+    accept: tuple[str, ...],
+    accept_data_loss: bool,
+    resume: bool,
+    rollback: bool,
+    json_output: bool,
+) -> None:
+    """Migrate the data of SERVICES (default: all) to their targets."""
+    if resume and rollback:
+        raise UsageError("--resume and --rollback exclude each other")
+    with obj.engine(json_output) as engine:
+        reports = engine.up(
+            services, accept=accept, accept_data_loss=accept_data_loss, resume=resume, rollback=rollback
+        )
+    _report(reports, json_output)
+
+
+@cli.command()
+@click.argument("service")
+@click.option("--to", "to", required=True, metavar="VERSION", help="A version the data has been at.")
+@ACCEPT
+@DATA_LOSS
+@JSON
+@click.pass_obj
+def down(
+    obj: Context, service: str, to: str, accept: tuple[str, ...], accept_data_loss: bool, json_output: bool
+) -> None:
+    """Migrate the data of SERVICE back to version VERSION."""
+    with obj.engine(json_output) as engine:
+        report = engine.down(service, to, accept=accept, accept_data_loss=accept_data_loss)
+    _report([report], json_output)
+
+
+@cli.command()
+@click.argument("services", nargs=-1)
+@JSON
+@click.pass_obj
+def verify(obj: Context, services: tuple[str, ...], json_output: bool) -> None:
+    """Run the plugins' health checks now. Exits 1 when a check fails."""
+    with obj.engine(json_output) as engine:
+        results = engine.verify(services)
+    if json_output:
+        emit_json({n: [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in cs] for n, cs in results.items()})
+    else:
+        for name, checks in results.items():
+            checks_table(name, checks)
+    bad = [f"{n}: {c.name}" for n, cs in results.items() for c in cs if not c.ok]
+    if bad:
+        raise click.exceptions.Exit(1) if json_output else _fail(f"verify failed: {', '.join(bad)}", 1)
+
+
+def _fail(message: str, code: int) -> click.exceptions.Exit:
+    err.print(f"FAILED: {message}", markup=False)
+    return click.exceptions.Exit(code)
+
+
+@cli.command()
+@click.argument("service")
+@JSON
+@click.pass_obj
+def history(obj: Context, service: str, json_output: bool) -> None:
+    """Every step the journal recorded for SERVICE."""
+    with obj.engine(json_output) as engine:
+        [name] = engine.names([service])
+        rows = engine.journal.history(name)
+    if json_output:
+        emit_json(rows)
+        return
+    table(
+        service,
+        ["step", "from", "to", "dir", "started", "finished", "outcome", "backup", "error"],
+        [
+            (
+                r["id"],
+                r["from_version"],
+                r["to_version"],
+                r["direction"],
+                r["started"],
+                r["finished"],
+                r["outcome"] or f"IN FLIGHT ({r['phase']})",
+                r["backup_id"],
+                r["error"],
+            )
+            for r in rows
+        ],
+    )
+
+
+@cli.group(cls=BackupsGroup)
+def backups() -> None:
+    """List backups (`backups [SVC]`) or prune them (`backups prune SVC --keep N`)."""
+
+
+@backups.command("list")
+@click.argument("service", required=False)
+@JSON
+@click.pass_obj
+def backups_list(obj: Context, service: str | None, json_output: bool) -> None:
+    """List the backups of SERVICE (default: all)."""
+    with obj.engine(json_output) as engine:
+        if service:
+            engine.names([service])
+        records = engine.journal.backups(service)
+    if json_output:
+        emit_json([r.to_json() for r in records])
+        return
+    table(
+        None,
+        ["id", "service", "before step", "kind", "size", "created", "path"],
+        [(r.id, r.service, r.step.label, r.kind, r.size, r.created, r.path) for r in records],
+    )
+
+
+@backups.command("prune")
+@click.argument("service")
+@click.option("--keep", type=int, required=True, help="How many of the newest backups to keep.")
+@JSON
+@click.pass_obj
+def backups_prune(obj: Context, service: str, keep: int, json_output: bool) -> None:
+    """Delete all but the newest N backups of SERVICE (the only way backups are deleted)."""
+    with obj.engine(json_output) as engine:
+        removed = engine.prune(service, keep)
+    if json_output:
+        emit_json([r.to_json() for r in removed])
+    else:
+        out.print(f"{service}: removed {len(removed)} backup(s)")
+
+
+@cli.command()
+@click.argument("service")
+@click.argument("backup_id", type=int)
+@DATA_LOSS
+@JSON
+@click.pass_obj
+def restore(obj: Context, service: str, backup_id: int, accept_data_loss: bool, json_output: bool) -> None:
+    """Put SERVICE's data back as in backup BACKUP_ID (the current data is backed up first)."""
+    with obj.engine(json_output) as engine:
+        report = engine.restore(service, backup_id, accept_data_loss=accept_data_loss)
+    _report([report], json_output)
+
+
+@cli.command()
+@JSON
+def plugins(json_output: bool) -> None:
+    """Installed plugins, their versions and hooks, and plugins that failed to load."""
+    registry = PluginRegistry.discover()
+    data: dict[str, Any] = {
+        "loaded": [vars(p) | {"hooks": list(p.hooks)} for p in registry.loaded.values()],
+        "failed": [
+            {"name": f.name, "distribution": f.distribution, "error": f.error} for f in registry.failures.values()
+        ],
+    }
+    if json_output:
+        emit_json(data)
+        return
+    table(
+        "plugins",
+        ["name", "distribution", "version", "hooks"],
+        [(p.name, p.distribution, p.version, ", ".join(p.hooks)) for p in registry.loaded.values()],
+    )
+    if registry.failures:
+        table(
+            "failed to load",
+            ["name", "distribution", "error"],
+            [(f.name, f.distribution, f.error) for f in registry.failures.values()],
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: run the CLI and map errors to `FAILED: …` and the exit codes."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    show_traceback = "--traceback" in args
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _interrupt)
+    try:
+        cli.main(args=args, prog_name="nixos-migrate", standalone_mode=False)
+    except MigrateError as exc:
+        if show_traceback:
+            traceback.print_exc()
+        err.print(f"FAILED: {exc.message}", markup=False)
+        if exc.hint:
+            err.print(f"next: {exc.hint}", markup=False)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return 2
+    except click.exceptions.Abort:
+        return 2
+    except Interrupted as exc:
+        err.print(f"FAILED: interrupted by {exc}", markup=False)
+        return 1
+    except Exception as exc:
+        if show_traceback:
+            traceback.print_exc()
+        err.print(f"FAILED: internal error: {type(exc).__name__}: {exc}", markup=False)
+        err.print("next: run again with --traceback and report it", markup=False)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Running external commands: argv lists only, as the service's user, with a clean environment.
+
+The environment a command sees is exactly:
+
+- `PATH` of nixos-migrate itself (on NixOS the unit sets it from the configuration),
+- `HOME`, `USER`, `LOGNAME` of the user the command runs as,
+- `LANG=C.UTF-8`, and `TZ` when set,
+- whatever the caller passes in `env` (for example `BACKUP` for RFC 155 scripts).
+
+Nothing else is inherited, so secrets in the caller's environment do not leak into commands.
+Commands are logged by argv only; values passed in `env` are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from nixos_migrate.errors import CommandFailed, PrecheckFailed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Completed:
+    """The result of a command: exit code and combined stdout/stderr."""
+
+    returncode: int
+    output: str
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a command runs as."""
+
+    name: str
+    uid: int
+    gid: int
+    home: str
+    groups: tuple[int, ...]
+
+    @classmethod
+    def lookup(cls, name: str | None) -> Identity:
+        """The named user, or the current one when `name` is None.
+
+        Raises `PrecheckFailed` for a user that does not exist, or when switching to it needs
+        root and we are not root.
+        """
+        try:
+            entry = pwd.getpwnam(name) if name else pwd.getpwuid(os.geteuid())
+        except KeyError:
+            raise PrecheckFailed(
+                f"user {name!r} does not exist",
+                hint="create the user or fix `user` in the manifest",
+            ) from None
+        if entry.pw_uid != os.geteuid() and os.geteuid() != 0:
+            raise PrecheckFailed(
+                f"commands must run as {entry.pw_name!r}, which needs root",
+                hint="run nixos-migrate as root (the systemd unit does)",
+            )
+        groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
+        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, groups)
+
+    @property
+    def switches(self) -> bool:
+        return self.uid != os.geteuid()
+
+
+def clean_environment(identity: Identity, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {
+        "PATH": os.environ.get("PATH", "/run/current-system/sw/bin:/usr/bin:/bin"),
+        "HOME": identity.home,
+        "USER": identity.name,
+        "LOGNAME": identity.name,
+        "LANG": "C.UTF-8",
+    }
+    if "TZ" in os.environ:
+        env["TZ"] = os.environ["TZ"]
+    env.update(extra or {})
+    return env
+
+
+class CommandRunner:
+    """Runs argv lists as a given identity with the clean environment described above."""
+
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity
+
+    def run(
+        self,
+        argv: Sequence[str | Path],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        input: bytes | None = None,
+        as_root: bool = False,
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> Completed:
+        """Run `argv` and wait for it.
+
+        Args:
+            argv: the program and its arguments; never a shell string.
+            env: variables added to the clean environment.
+            cwd: working directory (default: the user's home if it exists, else `/`).
+            input: bytes fed to standard input.
+            as_root: run as the identity of nixos-migrate itself instead of the service user
+                (for systemctl and for preparing directories).
+            check: raise `CommandFailed` on a non-zero exit.
+            timeout: seconds before the command is killed.
+        """
+        args = [str(a) for a in argv]
+        me = Identity.lookup(None) if as_root else self.identity
+        workdir = cwd or (Path(me.home) if Path(me.home).is_dir() else Path("/"))
+        log.debug("run as %s: %s", me.name, args)
+        switch = me.switches
+        try:
+            proc = subprocess.run(
+                args,
+                env=clean_environment(me, env),
+                cwd=workdir,
+                input=input,
+                stdin=None if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                check=False,
+                user=me.uid if switch else None,
+                group=me.gid if switch else None,
+                extra_groups=list(me.groups) if switch else None,
+            )
+        except FileNotFoundError:
+            raise CommandFailed(args, 127, f"{args[0]}: command not found") from None
+        except subprocess.TimeoutExpired as exc:
+            raise CommandFailed(args, -9, f"timed out after {timeout} s") from exc
+        output = proc.stdout.decode("utf-8", "replace")
+        if check and proc.returncode != 0:
+            raise CommandFailed(args, proc.returncode, output)
+        return Completed(proc.returncode, output)

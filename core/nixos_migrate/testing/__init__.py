@@ -1,0 +1,1 @@
+"""Test helpers for nixos-migrate and its plugins (also loaded as the pytest plugin `nixos_migrate`)."""
