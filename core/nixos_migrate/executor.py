@@ -409,7 +409,7 @@ class Engine:
             self.journal.end_step(step_id, "restored", f"backup failed: {exc}")
             if isinstance(exc, Exception):
                 raise StepFailed(
-                    f"{service.name}: the backup before step {step.label} failed: {exc}; the data was not touched",
+                    f"{service.name}: the backup before step {step.label} failed; the data was not touched\n{exc}",
                     hint="fix the cause and run again",
                 ) from exc
             raise
@@ -480,16 +480,16 @@ class Engine:
         except Exception as exc:
             # the step stays in flight (phase restore): every later run refuses until it is resolved
             raise RestoreFailed(
-                f"{service.name}: step {step.label} failed in phase {phase} ({reason}), and restoring "
-                f"backup {record.id} ({record.path}) failed too: {exc}",
+                f"{service.name}: step {step.label} failed in phase {phase}, and restoring "
+                f"backup {record.id} ({record.path}) failed too\nstep: {reason}\nrestore: {exc}",
                 hint=f"fix the cause, then `nixos-migrate up {service.name} --rollback`; the backup is kept",
             ) from exc
         self.journal.end_step(step_id, "restored", f"{phase}: {reason}")
         if not isinstance(cause, Exception):
             raise cause
         raise StepFailed(
-            f"{service.name}: step {step.label} failed in phase {phase}: {reason}\n"
-            f"the data was restored from backup {record.id} ({record.path}) and verified",
+            f"{service.name}: step {step.label} failed in phase {phase}; "
+            f"the data was restored from backup {record.id} ({record.path}) and verified\n{reason}",
             hint=f"fix the cause and run again; `nixos-migrate history {service.name}` shows the attempt",
         ) from cause
 

@@ -145,7 +145,7 @@ def make_plan(
     _check_chain(hooks.name, plan)
     _check_acceptance(plan, journal, accepted, accept_data_loss)
     if run_checks and plan.steps:
-        _run_prechecks(plan, hooks)
+        run_prechecks(plan, hooks)
     return plan
 
 
@@ -202,7 +202,7 @@ def backup_for(journal: Journal, name: str, step: Step) -> BackupRecord | None:
     return journal.backup_before(name, step.to_version, step.from_version or "")
 
 
-def _run_prechecks(plan: ServicePlan, hooks: PluginHooks) -> None:
+def run_prechecks(plan: ServicePlan, hooks: PluginHooks) -> None:
     service = plan.service
     try:
         service.control.precheck()

@@ -24,6 +24,15 @@ class CliResult:
         return json.loads(self.stdout)
 
     @property
+    def failure(self) -> str | None:
+        """What the CLI printed from its `FAILED: ` line on, or None when it printed none."""
+        lines = self.stderr.splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("FAILED: "):
+                return "\n".join(lines[i:])
+        return None
+
+    @property
     def output(self) -> str:
         return self.stdout + self.stderr
 

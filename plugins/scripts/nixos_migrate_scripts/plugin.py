@@ -89,6 +89,10 @@ def _migration(service: Service, step: Step) -> Migration:
 
 
 def _action(service: Service, step: Step) -> Action:
+    """The action of the migration `step` belongs to; an empty one for steps the core made
+    (`nixos-migrate restore`), which only need the `paths` backup."""
+    if "index" not in step.data:
+        return Action()
     m = _migration(service, step)
     return m.up if step.direction == "up" else m.down
 
