@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from nixos_migrate.errors import LockHeld
+from nixos_migrate.errors import LockHeld, PrecheckFailed
 
 
 def _lock_file(state_dir: Path, service: str) -> Path:
@@ -54,7 +54,13 @@ def describe(holder: dict[str, Any]) -> str:
 @contextlib.contextmanager
 def service_locks(state_dir: Path, services: list[str], command: str) -> Iterator[None]:
     """Hold the locks of all `services` (taken in sorted order) for the body; refuse if one is held."""
-    (state_dir / "locks").mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        (state_dir / "locks").mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise PrecheckFailed(
+            f"state directory {state_dir} cannot hold the locks: {exc.strerror}",
+            hint="fix `state_dir` in the manifest or its permissions",
+        ) from None
     with contextlib.ExitStack() as stack:
         for service in sorted(set(services)):
             stack.enter_context(_one_lock(state_dir, service, command))

@@ -46,7 +46,15 @@ def _nonblank(value: str) -> str:
     return value
 
 
+def _absolute(path: Path) -> Path:
+    if not path.is_absolute():
+        raise ValueError(f"{str(path)!r} is not an absolute path")
+    return path
+
+
 Version = Annotated[str, AfterValidator(_nonblank)]
+#: For plugin settings models: a path that must be absolute (services run from any directory).
+AbsolutePath = Annotated[Path, AfterValidator(_absolute)]
 
 
 class Action(StrictModel):

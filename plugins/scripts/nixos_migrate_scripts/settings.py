@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from pydantic import BaseModel, ConfigDict, field_validator
+from nixos_migrate.manifest import AbsolutePath
+from pydantic import BaseModel, ConfigDict
 
 
 class ScriptsSettings(BaseModel):
@@ -17,14 +16,6 @@ class ScriptsSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    paths: list[Path] = []
+    paths: list[AbsolutePath] = []
     verify: str | None = None
     environment: dict[str, str] = {}
-
-    @field_validator("paths")
-    @classmethod
-    def _absolute(cls, paths: list[Path]) -> list[Path]:
-        for path in paths:
-            if not path.is_absolute():
-                raise ValueError(f"{str(path)!r} is not an absolute path")
-        return paths
