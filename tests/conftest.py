@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from nixos_migrate.fingerprint import tree_digest, tree_entries
 from nixos_migrate.testing.cli import CliResult, cli_command, run_cli
 from nixos_migrate.testing.manifests import ManifestBuilder

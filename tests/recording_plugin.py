@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from nixos_migrate import filebackup
 from nixos_migrate.context import Service
 from nixos_migrate.hookspecs import hookimpl
 from nixos_migrate.model import BackupInfo, BackupRecord, Check, Step
-from pydantic import BaseModel, ConfigDict
 
 
 class RecSettings(BaseModel):

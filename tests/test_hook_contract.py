@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from nixos_migrate.errors import (
     ManifestError,
     NeedsAcceptance,
@@ -22,7 +23,6 @@ from nixos_migrate.journal import Journal
 from nixos_migrate.manifest import parse_manifest
 from nixos_migrate.model import Check, Step
 from nixos_migrate.plugins import PluginRegistry
-
 from tests.recording_plugin import RecordingPlugin
 
 

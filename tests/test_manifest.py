@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from nixos_migrate.errors import ManifestError, MigrateError
 from nixos_migrate.manifest import Manifest, load_manifest, parse_manifest
 
@@ -75,7 +76,8 @@ def test_toml_and_json_spell_the_same_manifest(tmp_path):
             "services.a.migrations[0].version: '2024-1-1' is not a date",
         ),
         (
-            '{"services": {"a": {"target": "1", "migrations": [{"version": "2024-01-01"}, {"version": "2024-01-01"}]}}}',
+            '{"services": {"a": {"target": "1", "migrations": '
+            '[{"version": "2024-01-01"}, {"version": "2024-01-01"}]}}}',
             "migration version 2024-01-01 appears twice",
         ),
         (

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from nixos_migrate import __version__
-from nixos_migrate.errors import MigrateError, UsageError
+from nixos_migrate.errors import ChecksFailed, MigrateError, UsageError
 from nixos_migrate.executor import Engine, RunReport
 from nixos_migrate.manifest import load_manifest, manifest_path
 from nixos_migrate.plugins import PluginRegistry
@@ -229,12 +229,7 @@ def verify(obj: Context, services: tuple[str, ...], json_output: bool) -> None:
             checks_table(name, checks)
     bad = [f"{n}: {c.name}" for n, cs in results.items() for c in cs if not c.ok]
     if bad:
-        raise click.exceptions.Exit(1) if json_output else _fail(f"verify failed: {', '.join(bad)}", 1)
-
-
-def _fail(message: str, code: int) -> click.exceptions.Exit:
-    err.print(f"FAILED: {message}", markup=False)
-    return click.exceptions.Exit(code)
+        raise ChecksFailed(f"verify failed: {', '.join(bad)}", hint="`nixos-migrate history` and the service's logs")
 
 
 @cli.command()
@@ -356,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _interrupt)
     try:
-        cli.main(args=args, prog_name="nixos-migrate", standalone_mode=False)
+        code = cli.main(args=args, prog_name="nixos-migrate", standalone_mode=False)
     except MigrateError as exc:
         if show_traceback:
             traceback.print_exc()
@@ -380,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print(f"FAILED: internal error: {type(exc).__name__}: {exc}", markup=False)
         err.print("next: run again with --traceback and report it", markup=False)
         return 1
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -81,6 +81,12 @@ class CommandFailed(MigrateError):
         self.output = output
 
 
+class ChecksFailed(MigrateError):
+    """`verify` found the data unhealthy (nothing was changed)."""
+
+    exit_code = 1
+
+
 class StepFailed(MigrateError):
     """A step failed and the data was restored from the backup taken before it."""
 

@@ -115,8 +115,7 @@ def check(service: Service, step: Step) -> list[Check]:
         step: the step that will run.
 
     Returns: a list of `Check(name, ok, detail)`; an empty list when there is nothing to check.
-    Results of all plugins implementing the hook are combined (only the serving plugin is
-    called).
+    `None` counts as an empty list (pluggy drops it). Only the serving plugin is called.
     May be re-run: yes; it must change nothing.
     """
 
@@ -217,7 +216,7 @@ def verify(service: Service) -> list[Check]:
         service: the service context.
 
     Returns: a list of `Check(name, ok, detail)`; an empty list when the plugin has nothing to
-    check. Results are combined as for `check`.
+    check. `None` counts as an empty list.
     May be re-run: yes; it must not change the data.
     """
 

@@ -28,7 +28,6 @@ from nixos_migrate.fingerprint import tree_digest, tree_size
 from nixos_migrate.hookspecs import hookimpl
 from nixos_migrate.manifest import Action, Migration
 from nixos_migrate.model import BackupInfo, BackupRecord, Check, Step
-
 from nixos_migrate_scripts.settings import ScriptsSettings
 
 

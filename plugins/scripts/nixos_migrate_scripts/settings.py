@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from nixos_migrate.manifest import AbsolutePath
 from pydantic import BaseModel, ConfigDict
+
+from nixos_migrate.manifest import AbsolutePath
 
 
 class ScriptsSettings(BaseModel):
