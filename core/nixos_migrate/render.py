@@ -16,8 +16,10 @@ from nixos_migrate.model import Check
 from nixos_migrate.planner import ServicePlan
 from nixos_migrate.progress import LineProgress, NullProgress, Progress, Task
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# piped output (logs, the journal of systemd) is not wrapped to a pretend 80-column terminal
+_PIPE_WIDTH = 200
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else _PIPE_WIDTH)
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else _PIPE_WIDTH)
 
 
 class _RichTask:
