@@ -57,7 +57,8 @@ def test_every_hook_has_a_contract_test(name):
 def test_library_code_has_no_assert_or_sys_exit():
     root = Path(hookspecs.__file__).parent
     offenders = []
-    for path in [*root.rglob("*.py"), *(root.parents[1] / "plugins").rglob("nixos_migrate_*/*.py")]:
+    library = [p for p in root.rglob("*.py") if "testing" not in p.parts]  # testing/ is test code
+    for path in [*library, *(root.parents[1] / "plugins").rglob("nixos_migrate_*/*.py")]:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, ast.Assert):

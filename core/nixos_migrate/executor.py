@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from nixos_migrate import faults
 from nixos_migrate.context import Service
 from nixos_migrate.control import ServiceControl
 from nixos_migrate.errors import (
@@ -404,6 +405,7 @@ class Engine:
                 info = call_hook(hooks, "backup", service=service, step=step, dest=dest)
             if not isinstance(info, BackupInfo):
                 raise PluginError(f"plugin {hooks.name!r} did not write a backup for {step.label}")
+            faults.at_end_of("backup", service.name)
         except BaseException as exc:
             shutil.rmtree(dest, ignore_errors=True)
             self.journal.end_step(step_id, "restored", f"backup failed: {exc}")
@@ -432,9 +434,11 @@ class Engine:
                 self.journal.set_phase(step_id, "apply")
                 with self.progress.task(f"{service.name}: {step.direction} {step.label}"):
                     self._perform(service, hooks, step, restores)
+                faults.at_end_of("apply", service.name)
             phase = "verify"
             self.journal.set_phase(step_id, "verify")
             checks = self._verify(service)
+            faults.at_end_of("verify", service.name)
             if failed := _failed(checks):
                 raise MigrateError("verify failed: " + "; ".join(f"{c.name}: {c.detail}" for c in failed))
         except BaseException as exc:
@@ -459,6 +463,7 @@ class Engine:
             done = call_hook(hooks, "restore", service=service, backup=backup)
         if done is not True:
             raise PluginError(f"plugin {hooks.name!r} did not restore backup {backup.id}")
+        faults.at_end_of("restore", service.name)
 
     def _restore_after_failure(
         self,
