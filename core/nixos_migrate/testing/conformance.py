@@ -18,6 +18,7 @@ entry point, and failures are injected with `NIXOS_MIGRATE_FAULT` (see `nixos_mi
 
 from __future__ import annotations
 
+import itertools
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,7 +124,7 @@ class PluginConformance:
         assert steps, f"no steps from {hop[0]} to {hop[1]}"
         assert steps[0]["from_version"] == hop[0]
         assert steps[-1]["to_version"] == hop[1]
-        for a, b in zip(steps, steps[1:], strict=False):
+        for a, b in itertools.pairwise(steps):
             assert a["to_version"] == b["from_version"]
         nothing = rig.cli(hop[0], "plan", "--json")
         assert nothing.code == 0, nothing.output
