@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from nixos_migrate.testing.cli import run_cli
+from nixos_migrate.testing.provision import traversable
 from tests.conftest import V1, V2
 
 USER = "nm-test-svc"
@@ -35,16 +36,8 @@ def _chown_tree(root: Path, user: str) -> None:
             os.lchown(name, entry.pw_uid, entry.pw_gid)
 
 
-def _traversable(path: Path) -> None:
-    """pytest's temporary directories are 0700 root; let the service user walk down to its data."""
-    for parent in [path, *path.parents]:
-        if parent == Path("/tmp"):
-            break
-        parent.chmod(parent.stat().st_mode | 0o111)
-
-
 def test_scripts_run_as_the_service_user_with_a_clean_environment(make_app, service_user, migrate_root):
-    _traversable(migrate_root)
+    traversable(migrate_root)
     app = make_app(target=V1, user=service_user)
     _chown_tree(app.data, service_user)
     app.ctl.chmod(0o777)

