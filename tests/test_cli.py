@@ -7,7 +7,7 @@ import pytest
 from nixos_migrate.testing.cli import run_cli
 from tests.conftest import V1, V2
 
-COMMANDS = ["status", "plan", "up", "down", "verify", "history", "backups", "restore", "plugins"]
+COMMANDS = ["status", "plan", "up", "down", "verify", "history", "backups", "restore", "plugins", "new-plugin"]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])

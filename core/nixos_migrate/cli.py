@@ -19,6 +19,7 @@ from nixos_migrate.executor import Engine, RunReport
 from nixos_migrate.manifest import load_manifest, manifest_path
 from nixos_migrate.plugins import PluginRegistry
 from nixos_migrate.render import checks_table, emit_json, err, out, progress_for, show_plan, table
+from nixos_migrate.scaffold import new_plugin
 
 JSON = click.option("--json", "json_output", is_flag=True, help="Print machine-readable JSON on stdout.")
 ACCEPT = click.option(
@@ -342,6 +343,29 @@ def plugins(json_output: bool) -> None:
             ["name", "distribution", "error"],
             [(f.name, f.distribution, f.error) for f in registry.failures.values()],
         )
+
+
+@cli.command("new-plugin")
+@click.argument("name")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where to write it (default: ./nixos-migrate-NAME); must not exist or be empty.",
+)
+@JSON
+def new_plugin_command(name: str, directory: Path | None, json_output: bool) -> None:
+    """Write a new plugin distribution NAME: entry point, every hook, conformance tests."""
+    target, written = new_plugin(name, directory)
+    if json_output:
+        emit_json({"directory": str(target), "files": [str(p) for p in written]})
+        return
+    out.print(f"wrote plugin {name!r} into {target}:")
+    for path in written:
+        out.print(f"  {path}")
+    out.print(
+        f"next: pip install -e '{target}[test]' && pytest {target}/tests  (docs/writing-a-plugin.md)", markup=False
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
