@@ -9,6 +9,7 @@ from typing import Any
 
 from nixos_migrate.control import ServiceControl
 from nixos_migrate.manifest import Migration
+from nixos_migrate.model import Step
 from nixos_migrate.progress import Progress
 from nixos_migrate.runner import CommandRunner
 
@@ -31,6 +32,8 @@ class Service:
         run: runs argv lists as `user` with a clean environment.
         progress: progress reporter for long work.
         control: the systemd unit, if any.
+        step: the step being backed up, performed, verified or restored; None outside a step
+            (an on-demand `verify`), so `verify` knows whether to compare with a pre-step state.
     """
 
     name: str
@@ -45,3 +48,4 @@ class Service:
     run: CommandRunner
     progress: Progress
     control: ServiceControl
+    step: Step | None = None

@@ -340,7 +340,7 @@ class Engine:
         name = service.name
         hooks = self.hooks(name)
         report = RunReport(name, plan.current, plan.current)
-        if not self.journal.knows(name):
+        if plan.recorded is None and (plan.current is not None or not self.journal.knows(name)):
             self.journal.set_version(name, plan.current, self.manifest.generation)
         if not plan.steps and not plan.will_init:
             return report
@@ -390,8 +390,12 @@ class Engine:
         name = service.name
         step_id = self.journal.begin_step(run_id, name, step)
         service.control.stop()
-        record = self._take_backup(service, hooks, step_id, step)
-        return self._apply(service, hooks, step_id, step, record, restores)
+        service.step = step
+        try:
+            record = self._take_backup(service, hooks, step_id, step)
+            return self._apply(service, hooks, step_id, step, record, restores)
+        finally:
+            service.step = None
 
     def _take_backup(self, service: Service, hooks: PluginHooks, step_id: int, step: Step) -> BackupRecord:
         dest = self._backup_dest(service, step_id, step)
@@ -511,6 +515,7 @@ class Engine:
             return report
         self.journal.set_phase(flight.step_id, "restore")
         service.control.stop()
+        service.step = flight.step
         try:
             self._restore_backup(service, hooks, flight.backup)
             checks = self._verify(service)
@@ -522,6 +527,7 @@ class Engine:
                 hint=f"fix the cause and run `nixos-migrate up {service.name} --rollback` again",
             ) from exc
         finally:
+            service.step = None
             service.control.restart_if_stopped()
         self.journal.end_step(flight.step_id, "rolled-back", f"interrupted in phase {flight.phase}")
         service.journal_version = self.journal.version(service.name)
@@ -539,6 +545,7 @@ class Engine:
             return self._rollback_in_flight(service, flight)
         restores = backup_for(self.journal, service.name, step) if step.via_backup else None
         service.control.stop()
+        service.step = step
         try:
             if flight.phase == "apply" and not step.resumable:
                 # not safe to run twice: back to the state the backup holds, then run it again

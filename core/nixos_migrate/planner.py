@@ -127,7 +127,8 @@ def make_plan(
     if flight is not None:
         plan.refusals.append(dirty_refusal(name, flight))
         return plan
-    if journal.knows(name) and detected != recorded:
+    # a recorded None means "no data then": data the service created itself since is adopted
+    if recorded is not None and detected != recorded:
         plan.refusals.append(
             Refusal(
                 VersionMismatch,

@@ -91,6 +91,35 @@ class CommandRunner:
     def __init__(self, identity: Identity) -> None:
         self.identity = identity
 
+    def spawn(
+        self, argv: Sequence[str | Path], *, env: Mapping[str, str] | None = None, log: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start a long-running process (a private server) as the service user; the caller stops it
+        by pid. Its output goes to `log` (appended) or nowhere."""
+        args = [str(a) for a in argv]
+        me = self.identity
+        sink = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below, the child keeps it
+        switch = me.switches
+        logging.getLogger(__name__).debug("spawn as %s: %s", me.name, args)
+        try:
+            return subprocess.Popen(
+                args,
+                env=clean_environment(me, env),
+                cwd="/",
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                # same process group: whoever kills nixos-migrate's group (systemd, a test) kills it too
+                user=me.uid if switch else None,
+                group=me.gid if switch else None,
+                extra_groups=list(me.groups) if switch else None,
+            )
+        except FileNotFoundError:
+            raise CommandFailed(args, 127, f"{args[0]}: command not found") from None
+        finally:
+            if log:
+                sink.close()  # type: ignore[union-attr]
+
     def run(
         self,
         argv: Sequence[str | Path],
