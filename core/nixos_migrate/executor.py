@@ -159,8 +159,12 @@ class Engine:
         return service
 
     def _private_dir(self, path: Path, service: Service) -> None:
-        """Create `path` 0700, owned by the service's user (DESIGN §5: backups are private)."""
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        """Create `path` 0700, owned by the service's user (DESIGN §5: backups are private); the
+        directories above it are made traversable (0711) so that the user can reach it."""
+        for parent in reversed(path.parents):
+            if not parent.exists():
+                parent.mkdir(mode=0o711)
+        path.mkdir(exist_ok=True, mode=0o700)
         os.chmod(path, 0o700)
         identity = service.run.identity
         if os.geteuid() == 0:

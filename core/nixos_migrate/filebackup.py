@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -81,3 +82,18 @@ def _remove(path: Path) -> None:
                 _remove(child)
             return
         shutil.rmtree(path)
+
+
+def reflink_supported(directory: Path) -> bool:
+    """Whether files in `directory` can be cloned (btrfs, XFS with reflink=1): probed, not guessed."""
+    probe = directory / f".nixos-migrate-reflink-probe-{os.getpid()}"
+    clone = probe.with_name(probe.name + ".clone")
+    try:
+        probe.write_bytes(b"probe")
+        result = subprocess.run(["cp", "--reflink=always", str(probe), str(clone)], capture_output=True, check=False)
+        return result.returncode == 0
+    except OSError:
+        return False
+    finally:
+        probe.unlink(missing_ok=True)
+        clone.unlink(missing_ok=True)

@@ -70,10 +70,12 @@ class Journal:
     def open(cls, state_dir: Path) -> Journal:
         """Open (creating when needed) the journal in `state_dir`; refuses unwritable dirs."""
         try:
-            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # 0711: services' users reach their own private directory below, nobody lists it
+            state_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
             if not os.access(state_dir, os.W_OK | os.X_OK):
                 raise PermissionError(f"{state_dir} is not writable")
             path = state_dir / cls.FILE
+            path.touch(mode=0o600, exist_ok=True)
             conn = sqlite3.connect(path, isolation_level=None, timeout=30)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")

@@ -1,0 +1,1 @@
+"""nixos-migrate plugin `postgresql`: major upgrades with pg_upgrade, logical downgrades."""

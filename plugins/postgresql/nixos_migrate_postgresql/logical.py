@@ -1,0 +1,91 @@
+"""Copying a cluster's content through SQL: the `dump` upgrade method and every downgrade.
+
+The dump is always written by the pg_dump/pg_dumpall of the *source* server's major (an older
+pg_dump refuses a newer server) and loaded by the target's psql with ON_ERROR_STOP, so anything
+the older server cannot take fails the step instead of being skipped. Statements known to be only
+settings of newer servers are dropped on the way down.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from nixos_migrate.context import Service
+from nixos_migrate_postgresql.server import PrivateServer
+
+#: (first major that knows it, pattern of the line a dump writes for it)
+_NEWER_SETTINGS: list[tuple[int, re.Pattern[str]]] = [
+    (17, re.compile(r"^SET transaction_timeout = ")),
+    (14, re.compile(r"^SET default_toast_compression = ")),
+    (12, re.compile(r"^SET default_table_access_method = ")),
+]
+
+
+def _adapt_line(line: str, target_major: int, superuser: str) -> str | None:
+    """The line as the target major takes it, or None to drop it."""
+    if any(target_major < since and pattern.match(line) for since, pattern in _NEWER_SETTINGS):
+        return None
+    if line.rstrip() == f"CREATE ROLE {_quote(superuser)};":
+        return None  # the bootstrap superuser exists in every new cluster
+    if target_major < 15:
+        return line.replace(" LOCALE_PROVIDER = libc", "")
+    return line
+
+
+def _quote(name: str) -> str:
+    return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else '"' + name.replace('"', '""') + '"'
+
+
+def copy_cluster(
+    service: Service,
+    source: PrivateServer,
+    source_bin: Path,
+    target: PrivateServer,
+    target_bin: Path,
+    target_major: int,
+    workdir: Path,
+) -> None:
+    """Copy roles, databases and their content from `source` to the freshly initdb'ed `target`."""
+    superuser = source.find_superuser()
+    conn = ["-h", str(source.socket_dir), "-p", str(source.port), "-U", superuser]
+    into = ["-h", str(target.socket_dir), "-p", str(target.port), "-U", superuser]
+    psql = [str(target_bin / "psql"), *into, "-X", "-q", "-v", "ON_ERROR_STOP=1"]
+    with source.connect("postgres") as c:
+        databases = [
+            str(n)
+            for (n,) in c.execute(
+                "SELECT datname FROM pg_database WHERE datallowconn AND datname <> 'template0' ORDER BY 1"
+            ).fetchall()
+        ]
+    globals_sql = workdir / "globals.sql"
+    with service.progress.task("copy roles and tablespaces"):
+        service.run.run([source_bin / "pg_dumpall", *conn, "--globals-only", "-f", globals_sql])
+        _adapt_file(globals_sql, target_major, superuser)
+        service.run.run([*psql, "-d", "postgres", "-f", globals_sql])
+    with service.progress.task("copy databases", total=len(databases)) as task:
+        for db in databases:
+            path = workdir / f"db-{len(db)}-{abs(hash(db))}.sql"
+            create = db not in ("postgres", "template1")
+            args: list[str | Path] = [source_bin / "pg_dump", *conn, "-d", db, "-f", path, "--no-sync", "-Fp"]
+            service.run.run([*args, "--create"] if create else args)
+            _adapt_file(path, target_major, superuser)
+            service.run.run([*psql, "-d", "postgres" if create else db, "-f", path])
+            path.unlink()
+            task.advance()
+    globals_sql.unlink()
+
+
+def _adapt_file(path: Path, target_major: int, superuser: str) -> None:
+    """Rewrite the dump at `path` in place, line by line (dumps can be large), keeping its owner."""
+    adapted = path.with_suffix(".adapted")
+    with path.open("rb") as src, adapted.open("wb") as dst:
+        for raw in src:
+            line = _adapt_line(raw.decode("utf-8", "surrogateescape"), target_major, superuser)
+            if line is not None:
+                dst.write(line.encode("utf-8", "surrogateescape"))
+    st = path.stat()
+    if os.geteuid() == 0:
+        os.chown(adapted, st.st_uid, st.st_gid)
+    adapted.replace(path)

@@ -1,0 +1,579 @@
+"""The `postgresql` plugin: major upgrades with pg_upgrade, logical downgrades, exact restores.
+
+Layout. The data is in `data_dir` when it holds a cluster, else in `old_data_dir` (NixOS keeps
+one directory per major). An upgrade builds the new cluster in a staging directory beside
+`data_dir` and renames it into place last; a downgrade builds the older cluster beside
+`old_data_dir` the same way. Nothing is ever written into the cluster the step starts from,
+except by pg_upgrade's `link` and `swap` methods, which is why those take a file-level backup.
+
+Backups. With `copy`, `clone`, `copy-file-range` and `dump` (and for every downgrade) the
+untouched source cluster *is* the backup: at commit it is renamed out of the data path into the
+backup directory (or beside it, on another filesystem) and recorded; nothing is copied. With
+`link` and `swap` the source is copied first (`cp -a --reflink=auto`: a reflink clone where the
+filesystem can). Every backup carries the logical fingerprint of the data (see fingerprint.py),
+which verify compares after the step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from psycopg import sql
+
+from nixos_migrate import filebackup
+from nixos_migrate.context import Service
+from nixos_migrate.errors import MigrateError, UsageError
+from nixos_migrate.fingerprint import tree_size
+from nixos_migrate.hookspecs import hookimpl
+from nixos_migrate.model import BackupInfo, BackupRecord, Check, Direction, Step
+from nixos_migrate_postgresql import fingerprint, logical
+from nixos_migrate_postgresql.cluster import (
+    binary,
+    control_data,
+    current_dir,
+    major_of,
+    prefix_of,
+    running_pid,
+    same_filesystem,
+    sibling,
+)
+from nixos_migrate_postgresql.inspect import Inspection, initdb_argv, inspect
+from nixos_migrate_postgresql.server import PrivateServer, private_dir, running
+from nixos_migrate_postgresql.settings import PostgresSettings
+
+RETAINED = "retained-cluster"
+COPY_LIKE = ("copy", "clone", "copy-file-range", "dump")
+UP_TOOLS = {
+    "old": ("postgres", "pg_controldata"),
+    "new": ("initdb", "pg_upgrade", "postgres", "vacuumdb", "psql", "pg_dumpall", "pg_dump"),
+}
+DOWN_TOOLS = {"old": ("postgres", "pg_controldata", "pg_dump", "pg_dumpall"), "new": ("initdb", "postgres", "psql")}
+
+
+def _settings(service: Service) -> PostgresSettings:
+    return service.settings  # type: ignore[no-any-return]
+
+
+def _own(service: Service, path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if os.geteuid() == 0:
+        os.chown(path, service.run.identity.uid, service.run.identity.gid)
+    return path
+
+
+def _socket(service: Service) -> Path:
+    return private_dir(service, _settings(service).socket_dir)
+
+
+def _expected_file(service: Service) -> Path:
+    return service.state_dir / "expected-fingerprint.json"
+
+
+def _inspection_file(service: Service) -> Path:
+    return service.state_dir / "inspection.json"
+
+
+def _target_dir(service: Service, step: Step) -> Path:
+    s = _settings(service)
+    return s.data_dir if step.direction == "up" else s.source_dir
+
+
+def _source_dir(service: Service, step: Step) -> Path:
+    found = current_dir(_settings(service))
+    if found is None or major_of(found) != step.from_version:
+        raise MigrateError(
+            f"{service.name}: no PostgreSQL {step.from_version} cluster in "
+            f"{_settings(service).data_dir} or {_settings(service).source_dir}"
+        )
+    return found
+
+
+def resolve_method(service: Service, step: Step) -> str:
+    s = _settings(service)
+    if step.direction == "down":
+        return "dump"
+    if s.method != "auto":
+        return s.method
+    src = current_dir(s) or s.source_dir
+    dst_parent = s.data_dir.parent
+    if dst_parent.is_dir() and same_filesystem(src, dst_parent) and filebackup.reflink_supported(dst_parent):
+        return "clone"
+    return "copy-file-range" if int(step.to_version) >= 17 and same_filesystem(src, dst_parent) else "copy"
+
+
+def _method_flags(method: str, new_major: int) -> list[str]:
+    if method == "copy":
+        return ["--copy"] if new_major >= 16 else []
+    return [f"--{method}"]
+
+
+# -- hooks -----------------------------------------------------------------------------------
+
+
+@hookimpl
+def settings_model() -> type[PostgresSettings]:
+    return PostgresSettings
+
+
+@hookimpl
+def detect_version(service: Service) -> str | None:
+    found = current_dir(_settings(service))
+    return major_of(found) if found else None
+
+
+@hookimpl
+def plan(service: Service, current: str | None, target: str) -> list[Step]:
+    s = _settings(service)
+    if not target.isdigit():
+        raise UsageError(f"{service.name}: target {target!r} is not a PostgreSQL major version (like '17')")
+    if target not in s.packages:
+        raise UsageError(
+            f"{service.name}: no binaries for PostgreSQL {target} in settings.packages "
+            f"(have {sorted(s.packages) or 'none'})",
+            hint=f'add settings.packages."{target}"',
+        )
+    if current is None or current == target:
+        return []
+    if current not in s.packages:
+        raise UsageError(
+            f"{service.name}: the data is PostgreSQL {current}, and settings.packages has no binaries for it",
+            hint=f'add settings.packages."{current}"',
+        )
+    direction: Direction = "up" if int(target) > int(current) else "down"
+    step = Step(current, target, direction)
+    method = resolve_method(service, step)
+    what = f"pg_upgrade --{method}" if direction == "up" and method != "dump" else "dump and reload"
+    return [Step(current, target, direction, what, data={"method": method})]
+
+
+def _inspect_source(service: Service, step: Step, src: Path, *, fingerprint_too: bool) -> tuple[Inspection, Any]:
+    s = _settings(service)
+    prefix = prefix_of(s, step.from_version or "")
+    control = control_data(service.run, prefix, src)
+    with running(service, prefix, src, _socket(service), s.port, s.superuser) as server:
+        found = inspect(server, control, s.superuser)
+        fp = fingerprint.take(server, s.jobs) if fingerprint_too else None
+    return found, fp
+
+
+@hookimpl
+def check(service: Service, step: Step) -> list[Check]:
+    s = _settings(service)
+    checks: list[Check] = []
+    tools = UP_TOOLS if step.direction == "up" else DOWN_TOOLS
+    missing = []
+    for side, major in (("old", step.from_version or ""), ("new", step.to_version)):
+        for tool in tools[side]:
+            try:
+                binary(s, major, tool)
+            except MigrateError as exc:
+                missing.append(exc.message)
+    checks.append(Check("binaries of both majors", not missing, "; ".join(missing)))
+    if missing:
+        return checks
+    try:
+        src = _source_dir(service, step)
+    except MigrateError as exc:
+        return [*checks, Check("source cluster", False, exc.message)]
+    dst = _target_dir(service, step)
+    pid = running_pid(src)
+    checks.append(Check("source cluster not running", pid is None, f"postmaster pid {pid} on {src}" if pid else ""))
+    if pid is not None:
+        return checks
+    control = control_data(service.run, prefix_of(s, step.from_version or ""), src)
+    checks.append(Check("source cluster shut down cleanly", control.shut_down, f"state: {control.state}"))
+    for path in {src, dst}:
+        checks.append(
+            Check(
+                f"{path} is no mount point",
+                not os.path.ismount(path),
+                "the plugin renames cluster directories; point data_dir at a directory inside",
+            )
+        )
+    if dst != src:
+        other = major_of(dst)
+        checks.append(Check(f"{dst} holds no cluster yet", other is None, f"it holds PostgreSQL {other}"))
+        if dst.exists() and other is None and any(dst.iterdir()):
+            checks.append(Check(f"{dst} is empty", False, "it holds files that are no cluster"))
+    method = str(step.data.get("method", "copy"))
+    new = int(step.to_version)
+    if step.direction == "up":
+        if method == "copy-file-range" and new < 17:
+            checks.append(Check("method copy-file-range", False, "pg_upgrade has --copy-file-range from 17"))
+        if method == "swap" and new < 18:
+            checks.append(Check("method swap", False, "pg_upgrade has --swap from 18"))
+        if method in ("link", "clone", "copy-file-range", "swap") and not same_filesystem(src, dst.parent):
+            checks.append(Check(f"method {method}", False, f"{src} and {dst} are on different filesystems"))
+    if not all(c.ok for c in checks):
+        return checks
+    found, _ = _inspect_source(service, step, src, fingerprint_too=False)
+    checks.append(Check("data checksums carried", True, "on" if found.checksums else "off"))
+    checks.append(
+        Check(
+            "encoding and locale carried",
+            True,
+            f"{found.encoding}, {found.collate}/{found.ctype}, provider {found.provider}",
+        )
+    )
+    if s.expected_databases is not None:
+        extra = sorted(set(found.databases) - set(s.expected_databases) - {"template0", "template1", "postgres"})
+        checks.append(Check("only the expected databases", not extra, f"unexpected: {', '.join(extra)}"))
+    size = tree_size(src)
+    need = size + size // 10 if method in COPY_LIKE else (64 << 20)
+    free = shutil.disk_usage(dst.parent if dst.parent.exists() else src.parent).free
+    checks.append(
+        Check(f"room for the new cluster ({method})", free >= need, f"{free >> 20} MiB free, {need >> 20} MiB needed")
+    )
+    if step.direction == "up" and method != "dump":
+        checks.append(_pg_upgrade_check(service, step, src, dst, found, method))
+    return checks
+
+
+def _pg_upgrade_check(service: Service, step: Step, src: Path, dst: Path, found: Inspection, method: str) -> Check:
+    """`pg_upgrade --check` against a throwaway new cluster beside the target; changes no data."""
+    s = _settings(service)
+    scratch = sibling(dst, "check")
+    shutil.rmtree(scratch, ignore_errors=True)
+    _own(service, scratch)  # initdb fills an empty directory the service user owns
+    try:
+        service.run.run(initdb_argv(binary(s, step.to_version, "initdb"), scratch, int(step.to_version), found))
+        result = service.run.run(
+            [*_pg_upgrade_argv(service, step, src, scratch, found, method), "--check"],
+            cwd=_own(service, service.state_dir / "pg_upgrade"),
+            env=_pg_env(service),
+            check=False,
+        )
+        detail = (
+            "\n".join(
+                line
+                for line in result.output.splitlines()
+                if "fatal" in line.lower() or "*failure*" in line.lower() or "could not" in line.lower()
+            )
+            or result.output.strip()[-800:]
+        )
+        return Check("pg_upgrade --check", result.returncode == 0, "" if result.returncode == 0 else detail)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _pg_env(service: Service) -> dict[str, str]:
+    s = _settings(service)
+    env: dict[str, str] = {}
+    if s.password_file is not None:
+        passfile = _own(service, service.state_dir / "secrets") / "pgpass"
+        password = s.password_file.read_text().strip().replace("\\", "\\\\").replace(":", "\\:")
+        passfile.write_text(f"*:*:*:*:{password}\n")
+        passfile.chmod(0o600)
+        if os.geteuid() == 0:
+            os.chown(passfile, service.run.identity.uid, service.run.identity.gid)
+        env["PGPASSFILE"] = str(passfile)
+    return env
+
+
+def _pg_upgrade_argv(service: Service, step: Step, src: Path, new: Path, found: Inspection, method: str) -> list[str]:
+    s = _settings(service)
+    old_bin = prefix_of(s, step.from_version or "") / "bin"
+    new_bin = prefix_of(s, step.to_version) / "bin"
+    return [
+        str(new_bin / "pg_upgrade"),
+        "-b",
+        str(old_bin),
+        "-B",
+        str(new_bin),
+        "-d",
+        str(src),
+        "-D",
+        str(new),
+        "-U",
+        found.superuser,
+        "-j",
+        str(s.jobs),
+        "-s",
+        str(_socket(service)),
+        "-p",
+        str(s.port),
+        "-P",
+        str(s.port + 1),
+        *_method_flags(method, int(step.to_version)),
+    ]
+
+
+@hookimpl
+def backup_size(service: Service, step: Step) -> int | None:
+    if step.data.get("method") in ("link", "swap"):
+        found = current_dir(_settings(service))
+        return filebackup.estimate([found]) if found else 0
+    return 0  # the untouched source cluster is the backup: it is renamed, not copied
+
+
+@hookimpl
+def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
+    src = _source_dir(service, step)
+    found, fp = _inspect_source(service, step, src, fingerprint_too=True)
+    found.save(_inspection_file(service))
+    _expected_file(service).write_text(json.dumps(fp))
+    detail = {"source": str(src), "major": step.from_version, "fingerprint": fp}
+    if step.data.get("method") in ("link", "swap"):
+        info = filebackup.backup_paths([src], dest, service.run, service.progress)
+        return BackupInfo(info.kind, info.path, info.size, info.checksum, {**info.detail, **detail})
+    retained = dest / "cluster" if same_filesystem(dest, src) else sibling(src, f"retained-{dest.name}")
+    # `up`/`down` rename the source there at commit; until then it stays in place, untouched
+    _retained_marker(service).write_text(json.dumps({"path": str(retained), "source": str(src)}))
+    return BackupInfo(RETAINED, retained, tree_size(src), fingerprint.digest(fp), detail)
+
+
+@hookimpl
+def up(service: Service, step: Step) -> bool:
+    s = _settings(service)
+    src = _source_dir(service, step)
+    dst = _target_dir(service, step)
+    method = str(step.data.get("method", "copy"))
+    found = Inspection.load(_inspection_file(service)) or _inspect_source(service, step, src, fingerprint_too=False)[0]
+    staging = sibling(dst, "staging")
+    if staging.exists():
+        shutil.rmtree(staging)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    _own(service, staging)
+    new_bin = prefix_of(s, step.to_version) / "bin"
+    with service.progress.task(f"initdb PostgreSQL {step.to_version}"):
+        service.run.run(initdb_argv(new_bin / "initdb", staging, int(step.to_version), found))
+    if method == "dump":
+        _logical_into(service, step, src, staging)
+    else:
+        with service.progress.task(f"pg_upgrade --{method} {step.from_version} -> {step.to_version}"):
+            service.run.run(
+                _pg_upgrade_argv(service, step, src, staging, found, method),
+                cwd=_own(service, service.state_dir / "pg_upgrade"),
+                env=_pg_env(service),
+            )
+    _carry_config(src, staging)
+    _commit(service, step, src, dst, staging, method)
+    _refresh(service, step, dst, found)
+    return True
+
+
+@hookimpl
+def down(service: Service, step: Step) -> bool:
+    src = _source_dir(service, step)
+    dst = _target_dir(service, step)
+    found = Inspection.load(_inspection_file(service)) or _inspect_source(service, step, src, fingerprint_too=False)[0]
+    staging = sibling(dst, "staging")
+    if staging.exists():
+        shutil.rmtree(staging)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    _own(service, staging)
+    old_bin = prefix_of(_settings(service), step.to_version) / "bin"
+    with service.progress.task(f"initdb PostgreSQL {step.to_version}"):
+        service.run.run(initdb_argv(old_bin / "initdb", staging, int(step.to_version), found))
+    _logical_into(service, step, src, staging)
+    _carry_config(src, staging)
+    _commit(service, step, src, dst, staging, "dump")
+    return True
+
+
+def _logical_into(service: Service, step: Step, src: Path, staging: Path) -> None:
+    """Copy the content of the cluster in `src` into the new cluster in `staging` through SQL,
+    then compare the two table by table."""
+    s = _settings(service)
+    sock = _socket(service)
+    work = _own(service, service.state_dir / "dump")
+    src_prefix = prefix_of(s, step.from_version or "")
+    dst_prefix = prefix_of(s, step.to_version)
+    # the newer pg_dump of the two: an older one refuses a newer server, a newer one reads older servers
+    dump_bin = prefix_of(s, str(max(int(step.from_version or 0), int(step.to_version)))) / "bin"
+    with (
+        running(service, src_prefix, src, sock, s.port, s.superuser) as old,
+        running(service, dst_prefix, staging, sock, s.port + 1, old.find_superuser(s.superuser)) as new,
+    ):
+        logical.copy_cluster(service, old, dump_bin, new, dst_prefix / "bin", int(step.to_version), work)
+        with service.progress.task("compare table by table"):
+            before, after = fingerprint.take(old, s.jobs), fingerprint.take(new, s.jobs)
+    if fingerprint.digest(before) != fingerprint.digest(after):
+        raise MigrateError("the reloaded cluster differs: " + "; ".join(fingerprint.differences(before, after)))
+
+
+def _carry_config(src: Path, new: Path) -> None:
+    """Access rules and ALTER SYSTEM settings follow the data; postgresql.conf is kept for reference
+    (its settings may not exist in the other major)."""
+    for name in ("pg_hba.conf", "pg_ident.conf", "postgresql.auto.conf"):
+        if (src / name).is_file() and not (src / name).is_symlink():
+            shutil.copy2(src / name, new / name)
+            st = (src / name).stat()
+            if os.geteuid() == 0:
+                os.chown(new / name, st.st_uid, st.st_gid)
+    if (src / "postgresql.conf").is_file() and not (src / "postgresql.conf").is_symlink():
+        shutil.copy2(src / "postgresql.conf", new / f"postgresql.conf.from-{major_of(src)}")
+
+
+def _commit(service: Service, step: Step, src: Path, dst: Path, staging: Path, method: str) -> None:
+    """Rename the new cluster into place last; the source leaves the data path."""
+    if method in COPY_LIKE:
+        # the untouched source is this step's backup: it goes where `backup` recorded it would
+        marker = json.loads(_retained_marker(service).read_text())
+        if marker["source"] != str(src):
+            raise MigrateError(f"the backup of this step was taken of {marker['source']}, not {src}")
+        retained = Path(marker["path"])
+        retained.parent.mkdir(parents=True, exist_ok=True)
+        src.rename(retained)
+    else:
+        garbage = sibling(src, "replaced")
+        if garbage.exists():
+            shutil.rmtree(garbage)
+        src.rename(garbage)
+    if dst.exists() and dst != src:
+        dst.rmdir()  # checked empty before the step
+    staging.rename(dst)
+    if method not in COPY_LIKE:
+        shutil.rmtree(sibling(src, "replaced"))  # its files now belong to the new cluster or are gone
+
+
+def _retained_marker(service: Service) -> Path:
+    return service.state_dir / "retained.json"
+
+
+def _refresh(service: Service, step: Step, dst: Path, found: Inspection) -> None:
+    """Planner statistics (18 carries most of them) and extension updates, on a private server."""
+    s = _settings(service)
+    prefix = prefix_of(s, step.to_version)
+    with running(service, prefix, dst, _socket(service), s.port, found.superuser) as server:
+        conn = ["-h", str(server.socket_dir), "-p", str(server.port), "-U", found.superuser]
+        stats = (
+            ["--analyze-in-stages", "--missing-stats-only"] if int(step.to_version) >= 18 else ["--analyze-in-stages"]
+        )
+        with service.progress.task("refresh planner statistics"):
+            service.run.run([prefix / "bin" / "vacuumdb", *conn, "--all", "-j", str(s.jobs), *stats])
+        with service.progress.task("update extensions"):
+            _update_extensions(server)
+
+
+def _update_extensions(server: PrivateServer) -> None:
+    with server.connect("postgres") as conn:
+        dbs = [
+            str(n) for (n,) in conn.execute("SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1").fetchall()
+        ]
+    for db in dbs:
+        with server.connect(db) as conn:
+            rows = conn.execute(
+                "SELECT e.extname FROM pg_extension e JOIN pg_available_extensions a ON a.name = e.extname"
+                " WHERE a.default_version IS DISTINCT FROM e.extversion"
+            ).fetchall()
+            for (name,) in rows:
+                conn.execute(sql.SQL("ALTER EXTENSION {} UPDATE").format(sql.Identifier(str(name))))
+
+
+@hookimpl
+def restore(service: Service, backup: BackupRecord) -> bool:
+    s = _settings(service)
+    source = Path(str(backup.detail["source"]))
+    for base in {s.data_dir, s.source_dir}:
+        for leftover in ("staging", "check"):
+            shutil.rmtree(sibling(base, leftover), ignore_errors=True)
+    if backup.kind == RETAINED:
+        if backup.path.exists():
+            _replace_with_copy(service, backup.path, source)
+        elif major_of(source) != backup.detail.get("major"):
+            raise MigrateError(
+                f"backup {backup.id}: the retained cluster {backup.path} is gone and {source} "
+                "does not hold the original"
+            )
+    else:
+        filebackup.restore_paths(backup, service.run, service.progress)
+    for other in {s.data_dir, s.source_dir} - {source}:
+        if major_of(other) is not None:
+            shutil.rmtree(other)  # the cluster the failed or undone step produced
+    _expected_file(service).write_text(json.dumps(backup.detail.get("fingerprint")))
+    return True
+
+
+def _replace_with_copy(service: Service, retained: Path, source: Path) -> None:
+    """Make `source` a copy of `retained` (a clone where the filesystem can), keeping `retained`."""
+    if source.exists():
+        aside = sibling(source, "replaced")
+        shutil.rmtree(aside, ignore_errors=True)
+        source.rename(aside)
+        shutil.rmtree(aside)
+    service.run.run(["cp", "-a", "--reflink=auto", "--", str(retained), str(source)], as_root=True)
+
+
+@hookimpl
+def verify(service: Service) -> list[Check]:
+    s = _settings(service)
+    found_dir = current_dir(s)
+    if found_dir is None:
+        return [Check("cluster present", False, f"no cluster in {s.data_dir} or {s.source_dir}")]
+    major = major_of(found_dir) or ""
+    pid = running_pid(found_dir)
+    if pid is not None:
+        return [Check("cluster running", True, f"pid {pid}; stop it to verify its content")]
+    checks = [Check("cluster present", True, f"PostgreSQL {major} in {found_dir}")]
+    try:
+        server_cm = running(service, prefix_of(s, major), found_dir, _socket(service), s.port, s.superuser)
+        with server_cm as server:
+            checks.append(Check("server starts", True, ""))
+            fp = fingerprint.take(server, s.jobs)
+            checks += _compare_expected(service, fp)
+            checks += _amcheck(server)
+    except MigrateError as exc:
+        checks.append(Check("server starts", False, exc.message))
+        return checks
+    if s.expected_databases is not None:
+        extra = sorted(set(fp["databases"]) - set(s.expected_databases) - {"template1", "postgres"})
+        checks.append(Check("only the expected databases", not extra, ", ".join(extra)))
+    return checks
+
+
+def _compare_expected(service: Service, fp: Any) -> list[Check]:
+    """Right after a step (or a restore), the content must equal the fingerprint taken before it."""
+    if service.step is None or not _expected_file(service).exists():
+        return []
+    expected = json.loads(_expected_file(service).read_text())
+    if expected is None:
+        return []
+    diffs = fingerprint.differences(expected, fp)
+    tables = sum(len(d.get("tables", {})) for d in fp["databases"].values())
+    return [
+        Check(
+            "content equals the fingerprint before the step",
+            not diffs,
+            "; ".join(diffs) if diffs else f"{len(fp['databases'])} databases, {tables} tables and sequences",
+        )
+    ]
+
+
+def _amcheck(server: PrivateServer) -> list[Check]:
+    """B-tree structure of every user index, with amcheck created in a rolled-back transaction."""
+    with server.connect("postgres") as conn:
+        available = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'amcheck'").fetchone()
+        dbs = [
+            str(n) for (n,) in conn.execute("SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1").fetchall()
+        ]
+    if not available:
+        return [Check("amcheck", True, "not available in this build; skipped")]
+    checked, problems = 0, []
+    for db in dbs:
+        with server.connect(db) as conn:
+            conn.autocommit = False
+            try:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+                indexes = conn.execute(
+                    "SELECT c.oid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                    " JOIN pg_am a ON a.oid = c.relam JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't'"
+                    " AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'"
+                ).fetchall()
+                for (index,) in indexes:
+                    try:
+                        conn.execute("SAVEPOINT idx")
+                        conn.execute("SELECT bt_index_check(%s::regclass, true)", (index,))
+                        conn.execute("RELEASE SAVEPOINT idx")
+                        checked += 1
+                    except Exception as exc:
+                        conn.execute("ROLLBACK TO SAVEPOINT idx")
+                        problems.append(f"{db}: {index}: {str(exc).strip()}")
+            finally:
+                conn.rollback()
+    return [Check("amcheck of b-tree indexes", not problems, "; ".join(problems[:5]) or f"{checked} indexes")]

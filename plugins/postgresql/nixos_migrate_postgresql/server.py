@@ -1,0 +1,186 @@
+"""Private PostgreSQL servers: socket only, our own config and trust rules, stopped by pid.
+
+The plugin starts servers to inspect, fingerprint, verify and downgrade clusters. They listen on
+a unix socket in a 0700 directory owned by the service's user (never on TCP), read a config file
+of ours instead of the cluster's (whose paths may point into another generation), and trust
+local connections there, so no password is needed and none can leak.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+
+from nixos_migrate.context import Service
+from nixos_migrate.errors import MigrateError
+
+START_TIMEOUT = 120.0
+STOP_TIMEOUT = 120.0
+
+
+#: sun_path holds 108 bytes with the terminating NUL; ".s.PGSQL.NNNNN.lock" is the longest name
+MAX_SOCKET_DIR = 107 - len("/.s.PGSQL.65535.lock")
+
+
+def private_dir(service: Service, socket_dir: Path | None) -> Path:
+    """The socket directory: 0700, owned by the service's user."""
+    path = socket_dir or service.state_dir / "run"
+    if len(str(path)) > MAX_SOCKET_DIR:
+        raise MigrateError(
+            f"socket directory {path} is too long for a unix socket ({len(str(path))} > {MAX_SOCKET_DIR} bytes)",
+            hint="set settings.socket_dir to a shorter path",
+        )
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    if os.geteuid() == 0:
+        identity = service.run.identity
+        os.chown(path, identity.uid, identity.gid)
+    return path
+
+
+class PrivateServer:
+    def __init__(self, service: Service, prefix: Path, data_dir: Path, socket_dir: Path, port: int) -> None:
+        self.service = service
+        self.prefix = prefix
+        self.data_dir = data_dir
+        self.socket_dir = socket_dir
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+        self.superuser: str | None = None
+        self.log = service.state_dir / "logs" / f"server-{port}.log"
+
+    def _write_config(self) -> Path:
+        hba = self.socket_dir / f"hba-{self.port}.conf"
+        hba.write_text("local all all trust\n")
+        ident = self.socket_dir / f"ident-{self.port}.conf"
+        ident.write_text("")
+        conf = self.socket_dir / f"postgresql-{self.port}.conf"
+        conf.write_text(
+            "listen_addresses = ''\n"
+            f"unix_socket_directories = '{self.socket_dir}'\n"
+            "unix_socket_permissions = 0700\n"
+            f"hba_file = '{hba}'\n"
+            f"ident_file = '{ident}'\n"
+            "max_connections = 40\n"
+            "max_wal_senders = 0\n"
+            "wal_level = minimal\n"
+            "autovacuum = off\n"
+        )
+        if os.geteuid() == 0:
+            identity = self.service.run.identity
+            for path in (hba, ident, conf):
+                os.chown(path, identity.uid, identity.gid)
+        return conf
+
+    def start(self) -> PrivateServer:
+        conf = self._write_config()
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            identity = self.service.run.identity
+            os.chown(self.log.parent, identity.uid, identity.gid)
+        self.process = self.service.run.spawn(
+            [self.prefix / "bin" / "postgres", "-D", self.data_dir, "-p", str(self.port), "-c", f"config_file={conf}"],
+            log=self.log,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self._ready():
+            if self.process.poll() is not None:
+                raise MigrateError(
+                    f"PostgreSQL on {self.data_dir} did not start (exit {self.process.returncode}):\n{self._log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise MigrateError(f"PostgreSQL on {self.data_dir} did not become ready:\n{self._log_tail()}")
+            time.sleep(0.05)
+        return self
+
+    def _ready(self) -> bool:
+        try:
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+        except (FileNotFoundError, PermissionError):
+            return False
+        return len(lines) >= 8 and lines[7].strip() == "ready" and (self.socket_dir / f".s.PGSQL.{self.port}").exists()
+
+    def _log_tail(self) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-15:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """Fast shutdown by pid; SIGKILL of the process group's server if it does not stop in time."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGQUIT)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> PrivateServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def connect(self, dbname: str = "postgres", user: str | None = None) -> psycopg.Connection[tuple[object, ...]]:
+        return psycopg.connect(
+            host=str(self.socket_dir),
+            port=self.port,
+            user=user or self.find_superuser(),
+            dbname=dbname,
+            autocommit=True,
+            connect_timeout=30,
+        )
+
+    def find_superuser(self, configured: str | None = None) -> str:
+        """The bootstrap superuser (role OID 10), asking as the names it usually has."""
+        if self.superuser:
+            return self.superuser
+        candidates = [c for c in (configured, "postgres", self.service.run.identity.name) if c]
+        errors = []
+        for name in dict.fromkeys(candidates):
+            try:
+                with psycopg.connect(
+                    host=str(self.socket_dir),
+                    port=self.port,
+                    user=name,
+                    dbname="template1",
+                    autocommit=True,
+                    connect_timeout=30,
+                ) as conn:
+                    row = conn.execute("SELECT rolname FROM pg_roles WHERE oid = 10").fetchone()
+                    self.superuser = str(row[0]) if row else name
+                    return self.superuser
+            except psycopg.Error as exc:
+                errors.append(f"{name}: {str(exc).strip()}")
+        raise MigrateError(
+            f"cannot find the superuser of {self.data_dir}: " + "; ".join(errors),
+            hint="set settings.superuser",
+        )
+
+
+@contextlib.contextmanager
+def running(
+    service: Service, prefix: Path, data_dir: Path, socket_dir: Path, port: int, superuser: str | None = None
+) -> Iterator[PrivateServer]:
+    server = PrivateServer(service, prefix, data_dir, socket_dir, port)
+    server.superuser = superuser
+    try:
+        yield server.start()
+    finally:
+        server.stop()
