@@ -1,3 +1,4 @@
+# mypy: allow-untyped-defs, allow-untyped-calls, allow-incomplete-defs
 """Real major upgrades between real PostgreSQL versions, through the CLI, checked by content."""
 
 from __future__ import annotations
