@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import itertools
 import signal
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+
+import pytest
 
 from nixos_migrate.testing.cli import CliResult, run_cli
 from nixos_migrate.testing.manifests import ManifestBuilder
@@ -48,6 +51,7 @@ class Rig:
         self.suite = suite
         self.root = root
         self.instance = suite.create(root, version)
+        suite.created.append(self.instance)
         self.builder = ManifestBuilder(root)
 
     def target(self, version: str, **extra: Any) -> Path:
@@ -78,8 +82,20 @@ class PluginConformance:
     timeout: ClassVar[float] = 600
     """Seconds one CLI call may take."""
 
+    created: list[Instance]
+
+    @pytest.fixture(autouse=True)
+    def _cleanup_instances(self) -> Iterator[None]:
+        self.created = []
+        yield
+        for instance in self.created:
+            self.cleanup(instance)
+
     def create(self, root: Path, version: str | None) -> Instance:
         raise NotImplementedError
+
+    def cleanup(self, instance: Instance) -> None:
+        """Release what `create` made outside `root` (servers, sockets); `root` itself goes away."""
 
     def fingerprint(self, instance: Instance) -> str:
         raise NotImplementedError

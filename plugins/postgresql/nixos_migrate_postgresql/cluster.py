@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import os
 import re
+import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +41,25 @@ def running_pid(data_dir: Path) -> int | None:
         os.kill(pid, 0)
     except OSError as exc:
         return pid if exc.errno == errno.EPERM else None
+    return pid
+
+
+def stop_stray_server(data_dir: Path, timeout: float = 60) -> int | None:
+    """Stop a postmaster left running on `data_dir` (a killed pg_upgrade leaves its servers up):
+    fast shutdown, then SIGKILL after `timeout`. Returns the pid it stopped, if any."""
+    pid = running_pid(data_dir)
+    if pid is None:
+        return None
+    for sig, wait in ((signal.SIGINT, timeout), (signal.SIGKILL, 10.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return pid
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if running_pid(data_dir) is None:
+                return pid
+            time.sleep(0.05)
     return pid
 
 

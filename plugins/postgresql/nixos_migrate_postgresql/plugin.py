@@ -40,6 +40,7 @@ from nixos_migrate_postgresql.cluster import (
     running_pid,
     same_filesystem,
     sibling,
+    stop_stray_server,
 )
 from nixos_migrate_postgresql.inspect import Inspection, initdb_argv, inspect
 from nixos_migrate_postgresql.server import PrivateServer, private_dir, running
@@ -470,6 +471,8 @@ def restore(service: Service, backup: BackupRecord) -> bool:
     s = _settings(service)
     source = Path(str(backup.detail["source"]))
     for base in {s.data_dir, s.source_dir}:
+        for directory in (base, sibling(base, "staging"), sibling(base, "check")):
+            stop_stray_server(directory)
         for leftover in ("staging", "check"):
             shutil.rmtree(sibling(base, leftover), ignore_errors=True)
     if backup.kind == RETAINED:

@@ -1,0 +1,57 @@
+# mypy: allow-untyped-defs, allow-untyped-calls, allow-incomplete-defs
+"""Logical downgrades that keep what was written after the upgrade."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import Cluster
+
+WRITES_AFTER_UPGRADE = r"""
+\connect app
+INSERT INTO sales.orders (customer, amount, created) VALUES ('after the upgrade ✓', 1.5, now());
+CREATE TABLE sales.new_since (id int PRIMARY KEY, note text);
+INSERT INTO sales.new_since SELECT i, 'written on the newer major ' || i FROM generate_series(1, 500) i;
+REFRESH MATERIALIZED VIEW sales.daily;
+\connect legacy
+INSERT INTO kunden VALUES ('Jürgen', 'München');
+"""
+
+
+@pytest.mark.parametrize(("old", "new", "layout"), [("17", "18", "same"), ("16", "17", "split")])
+def test_down_keeps_rows_written_after_the_upgrade(cluster_factory, pg_service, pg_root, old, new, layout):
+    source = pg_root / "data" if layout == "same" else pg_root / "pgdata" / old
+    target = pg_root / "data" if layout == "same" else pg_root / "pgdata" / new
+    cluster = cluster_factory(old, source)
+    settings = {"old_data_dir": str(source)} if layout == "split" else {}
+    svc = pg_service(target, (old, new), **settings)
+    assert svc.cli(new, "up").code == 0
+
+    upgraded = Cluster(new, target, cluster.sock, cluster.user).start()
+    try:
+        upgraded.psql(WRITES_AFTER_UPGRADE)
+        written = upgraded.content()
+    finally:
+        upgraded.stop()
+
+    result = svc.cli(new, "down", "db", "--to", old, "--json")
+    assert result.code == 0, result.output
+    [step] = result.json[0]["steps"]
+    assert step["step"]["direction"] == "down"
+    assert {c["name"]: c["ok"] for c in step["checks"]}["content equals the fingerprint before the step"]
+
+    assert (source / "PG_VERSION").read_text().strip() == old
+    if layout == "split":
+        assert not (target / "PG_VERSION").exists()
+    downgraded = Cluster(old, source, cluster.sock, cluster.user).start()
+    try:
+        assert downgraded.content() == written
+        assert downgraded.psql("SELECT count(*) FROM sales.new_since", "app").strip() == "500"
+        assert downgraded.psql("SELECT name FROM kunden WHERE stadt = 'München'", "legacy").strip() == "Jürgen"
+    finally:
+        downgraded.stop()
+    status = svc.cli(old, "status", "--json").json[0]
+    assert (status["recorded"], status["data_version"]) == (old, old)
+    # the newer cluster is not lost: it is the backup taken before the down step
+    backups = svc.cli(old, "backups", "--json").json
+    assert backups[-1]["from_version"] == new
+    assert backups[-1]["kind"] == "retained-cluster"

@@ -1,0 +1,112 @@
+# mypy: allow-untyped-defs, allow-untyped-calls, allow-incomplete-defs
+"""Failures injected into real upgrades leave the cluster exactly as it was (compared by content)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from conftest import Cluster
+
+from nixos_migrate.testing import provision
+
+
+def test_missing_binary_is_refused_before_anything_changes(cluster_factory, pg_service, pg_root):
+    cluster = cluster_factory("16", pg_root / "data")
+    before = cluster.offline_content()
+    empty = pg_root / "empty-prefix"
+    (empty / "bin").mkdir(parents=True)
+    svc = pg_service(pg_root / "data", ("16",))
+    svc.settings["packages"]["17"] = str(empty)
+    result = svc.cli("17", "up")
+    assert result.code == 3, result.output
+    assert "binaries of both majors" in result.stderr
+    assert "pg_upgrade is missing or not executable" in result.stderr
+    assert (pg_root / "data" / "PG_VERSION").read_text().strip() == "16"
+    assert cluster.offline_content() == before
+
+
+def _pg_upgrade_pids(data_dir: Path) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"pg_upgrade") and b"--check" not in argv and str(data_dir).encode() in argv:
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_killed_pg_upgrade_restores_the_old_cluster(cluster_factory, pg_service, pg_root):
+    old, new = pg_root / "pgdata" / "15", pg_root / "pgdata" / "16"
+    cluster = cluster_factory("15", old)
+    before = cluster.offline_content()
+    svc = pg_service(new, ("15", "16"), old_data_dir=str(old), method="link")
+    import subprocess
+
+    from nixos_migrate.testing.cli import cli_command
+
+    proc = subprocess.Popen(
+        cli_command(svc.manifest("16"), ["up"]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    killed = None
+    deadline = time.monotonic() + 300
+    while killed is None and proc.poll() is None and time.monotonic() < deadline:
+        pids = _pg_upgrade_pids(old)
+        if pids:
+            time.sleep(0.3)  # let it start moving files
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+            killed = pids
+        time.sleep(0.02)
+    _out, err = proc.communicate(timeout=600)
+    assert killed, f"pg_upgrade never ran:\n{err}"
+    assert proc.returncode == 1, err
+    assert "pg_upgrade" in err and "restored from backup" in err
+    assert (old / "PG_VERSION").read_text().strip() == "15"
+    assert not (new / "PG_VERSION").exists()
+    assert cluster.offline_content() == before
+    assert svc.cli("16", "status", "--json").json[0]["recorded"] == "15"
+
+
+def _corrupting_prefix(real: Path, where: Path) -> Path:
+    """A copy of a PostgreSQL prefix whose pg_upgrade 'succeeds' but loses a table's rows (the
+    silent corruption verify exists for): it empties the largest relation file it wrote."""
+    where.mkdir()
+    for child in real.iterdir():
+        if child.name != "bin":
+            (where / child.name).symlink_to(child)
+    (where / "bin").mkdir()
+    for tool in (real / "bin").iterdir():
+        if tool.name != "pg_upgrade":
+            (where / "bin" / tool.name).symlink_to(tool)
+    wrapper = where / "bin" / "pg_upgrade"
+    wrapper.write_text(f"""#!/bin/bash
+set -e
+"{real}/bin/pg_upgrade" "$@"
+case " $* " in *" --check "*) exit 0 ;; esac
+while [ $# -gt 0 ]; do [ "$1" = -D ] && new="$2"; shift; done
+victim=$(find "$new/base" -type f -size +1M -printf '%s %p\\n' | sort -n | tail -1 | cut -d' ' -f2)
+: > "$victim"
+""")
+    wrapper.chmod(0o755)
+    return where
+
+
+def test_verify_mismatch_restores_the_old_cluster(cluster_factory, pg_service, pg_root):
+    cluster = cluster_factory("16", pg_root / "data")
+    before = cluster.offline_content()
+    broken = _corrupting_prefix(provision.postgresql("17"), pg_root / "broken-17")
+    svc = pg_service(pg_root / "data", ("16",), method="copy")
+    svc.settings["packages"]["17"] = str(broken)
+    result = svc.cli("17", "up")
+    assert result.code == 1, result.output
+    assert "content equals the fingerprint before the step" in result.stderr
+    assert "sales.orders" in result.stderr  # the table whose rows went missing is named
+    assert (pg_root / "data" / "PG_VERSION").read_text().strip() == "16"
+    assert Cluster("16", pg_root / "data", cluster.sock, cluster.user).offline_content() == before
