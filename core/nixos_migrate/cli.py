@@ -345,6 +345,20 @@ def plugins(json_output: bool) -> None:
         )
 
 
+@cli.command()
+@click.option("--from", "old", default="16", show_default=True, help="PostgreSQL major of the sample cluster.")
+@click.option("--to", "new", default="17", show_default=True, help="PostgreSQL major to upgrade to.")
+@click.option("--scale", default=10, show_default=True, help="pgbench scale of the sample data (10 = 1M rows).")
+@click.option("--keep", is_flag=True, help="Keep the temporary directory for a look afterwards.")
+def demo(old: str, new: str, scale: int, keep: bool) -> None:
+    """A real upgrade and downgrade of a throwaway PostgreSQL cluster (downloads two majors, cached)."""
+    try:
+        from nixos_migrate_postgresql.demo import run_demo
+    except ImportError:
+        raise UsageError("the demo needs the postgresql plugin", hint="install nixos-migrate-postgresql") from None
+    run_demo(old, new, scale, keep, lambda args: main(args), out)
+
+
 @cli.command("new-plugin")
 @click.argument("name")
 @click.option(

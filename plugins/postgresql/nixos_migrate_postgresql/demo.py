@@ -1,0 +1,186 @@
+"""`nixos-migrate demo`: a real upgrade and downgrade of a throwaway PostgreSQL cluster.
+
+Downloads (once, cached) two PostgreSQL majors, creates a cluster with sample data in a temporary
+directory, and runs the real commands against it: plan, up (with progress), verify, down, status.
+Everything is removed at the end unless `keep` is set.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+
+from nixos_migrate.errors import MigrateError
+from nixos_migrate.testing import provision
+from nixos_migrate.testing.manifests import ManifestBuilder
+
+SAMPLE = r"""
+CREATE DATABASE shop;
+\connect shop
+CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, city text);
+INSERT INTO customers (name, city) SELECT (ARRAY['Zoë', 'Łukasz', 'Ñandú', '東京'])[1 + i % 4] || ' ' || i,
+  (ARRAY['Köln', 'Gdańsk', 'Besançon'])[1 + i % 3] FROM generate_series(1, 50000) i;
+CREATE INDEX customers_lower_name ON customers (lower(name));
+CREATE MATERIALIZED VIEW cities AS SELECT city, count(*) FROM customers GROUP BY city;
+"""
+
+
+def run_demo(old: str, new: str, scale: int, keep: bool, cli: Callable[[list[str]], int], console: Console) -> int:
+    """Run the demo; `cli` runs one nixos-migrate command line and returns its exit code."""
+    timings: list[tuple[str, float]] = []
+
+    def timed(label: str, args: list[str]) -> None:
+        console.rule(f"[bold]nixos-migrate {' '.join(args[2:])}")
+        start = time.monotonic()
+        code = cli(args)
+        timings.append((label, time.monotonic() - start))
+        if code != 0:
+            raise MigrateError(f"demo: `nixos-migrate {' '.join(args[2:])}` exited with {code}")
+
+    user = provision.server_user() if os.geteuid() == 0 else None
+    root = Path(tempfile.mkdtemp(prefix="nixos-migrate-demo-"))
+    sock = Path(tempfile.mkdtemp(prefix="nm-demo-", dir="/tmp"))
+    try:
+        with console.status(f"fetching PostgreSQL {old} and {new} (cached after the first run)"):
+            prefixes = {old: provision.postgresql(old), new: provision.postgresql(new)}
+        provision.traversable(root)
+        data = root / "postgresql" / old
+        data.parent.mkdir()
+        if user is not None:
+            provision.chown_tree(root, user)
+            os.chown(sock, user.pw_uid, user.pw_gid)
+        start = time.monotonic()
+        with console.status(f"creating a PostgreSQL {old} cluster with sample data (pgbench scale {scale})"):
+            _create_cluster(prefixes[old], data, sock, user, scale)
+        timings.append((f"create sample cluster ({_size(data)})", time.monotonic() - start))
+        builder = ManifestBuilder(root)
+        builder.service(
+            "demo-db",
+            plugin="postgresql",
+            target=new,
+            user=user.pw_name if user else None,
+            settings={
+                "data_dir": str(root / "postgresql" / new),
+                "old_data_dir": str(data),
+                "packages": {k: str(v) for k, v in prefixes.items()},
+                "socket_dir": str(sock),
+            },
+        )
+        manifest = str(builder.write())
+        console.print(f"manifest: {manifest}\n")
+        timed("plan (with pg_upgrade --check)", ["-m", manifest, "plan"])
+        timed(f"up {old} -> {new}", ["-m", manifest, "up"])
+        timed("verify", ["-m", manifest, "verify"])
+        timed(f"down {new} -> {old} (logical, keeps new writes)", ["-m", manifest, "down", "demo-db", "--to", old])
+        timed("status", ["-m", manifest, "status"])
+        console.rule("[bold]timings")
+        for label, seconds in timings:
+            console.print(f"  {label:<55} {seconds:7.1f} s")
+        return 0
+    finally:
+        if keep:
+            console.print(f"kept: {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(sock, ignore_errors=True)
+
+
+def _size(path: Path) -> str:
+    total = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return f"{total / 2**20:.0f} MiB"
+
+
+def _create_cluster(prefix: Path, data: Path, sock: Path, user: pwd.struct_passwd | None, scale: int) -> None:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C"}
+
+    def run(argv: list[str | Path], stdin: bytes | None = None) -> None:
+        subprocess.run(
+            [str(a) for a in argv],
+            env=env,
+            check=True,
+            capture_output=True,
+            cwd="/",
+            input=stdin,
+            user=user.pw_uid if user else None,
+            group=user.pw_gid if user else None,
+        )
+
+    run(
+        [
+            prefix / "bin" / "initdb",
+            "-D",
+            data,
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+            "--auth=trust",
+        ]
+    )
+    port = provision.free_port()
+    server = provision.Server(
+        [
+            str(prefix / "bin" / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-k",
+            str(sock),
+            "-c",
+            "listen_addresses=",
+        ],
+        user=user,
+        env=env,
+    )
+    ready = sock / f".s.PGSQL.{port}"
+    with server.start(lambda: ready.exists() and _accepts(prefix, sock, port)):
+        psql: list[str | Path] = [
+            prefix / "bin" / "psql",
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            sock,
+            "-p",
+            str(port),
+            "-U",
+            "postgres",
+        ]
+        run([*psql, "-d", "postgres"], stdin=SAMPLE.encode())
+        run(
+            [
+                prefix / "bin" / "pgbench",
+                "-i",
+                "-q",
+                "-s",
+                str(scale),
+                "-h",
+                sock,
+                "-p",
+                str(port),
+                "-U",
+                "postgres",
+                "shop",
+            ]
+        )
+
+
+def _accepts(prefix: Path, sock: Path, port: int) -> bool:
+    return (
+        subprocess.run(
+            [prefix / "bin" / "pg_isready", "-h", sock, "-p", str(port)], capture_output=True, check=False
+        ).returncode
+        == 0
+    )
