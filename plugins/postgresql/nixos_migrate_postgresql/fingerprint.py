@@ -2,8 +2,9 @@
 
 Per database: encoding and collation, the names of relations, indexes, functions and extensions,
 and for every table and materialized view its row count and an order-independent content hash
-(the sum of a 60-bit prefix of each row's md5); sequences by value; large objects by count and
-hash. Per cluster: the roles and their attributes. Output settings that change a row's text
+(the sum of each row's 64-bit `hashtextextended` of its text form; large tables are hashed in
+block ranges in parallel); sequences by value; large objects by count and hash. Per cluster: the
+roles and their attributes. Output settings that change a row's text
 (dates, time zones, intervals, bytea, floats, money) are fixed first, so the same rows hash the
 same on every major.
 """
@@ -25,7 +26,9 @@ _STABLE_OUTPUT = (
     "SET datestyle = 'ISO, YMD'; SET timezone = 'UTC'; SET intervalstyle = 'postgres';"
     " SET bytea_output = 'hex'; SET extra_float_digits = 3; SET lc_monetary = 'C'"
 )
-_ROW_HASH = "coalesce(sum(('x' || substr(md5({row}::text), 1, 15))::bit(60)::bigint), 0)::text"
+_ROW_HASH = "coalesce(sum(hashtextextended({row}::text, 0)), 0)::text"
+#: tables larger than this many blocks are hashed in block ranges by several connections at once
+_CHUNK_BLOCKS = 8192
 _USER_SCHEMAS = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)'"
 
 
@@ -45,8 +48,13 @@ def _database_shape(server: PrivateServer, db: str) -> tuple[dict[str, Any], lis
         extensions = conn.execute("SELECT extname FROM pg_extension ORDER BY 1").fetchall()
         conn.execute(_STABLE_OUTPUT)
         lo = conn.execute(
-            "SELECT count(*), " + _ROW_HASH.format(row="lo_get(oid)") + " FROM pg_largeobject_metadata"
+            "SELECT count(*), " + _ROW_HASH.format(row="md5(lo_get(oid))") + " FROM pg_largeobject_metadata"
         ).fetchone()
+        rows = conn.execute(
+            "SELECT n.nspname || '.' || c.relname, c.relpages FROM pg_class c JOIN pg_namespace n"
+            f" ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'm') AND {_USER_SCHEMAS}"
+        ).fetchall()
+        sizes = {str(k): int(str(v)) for k, v in rows}
     shape: dict[str, Any] = {
         "relations": {f"{s}.{r}": kind for s, r, kind in relations},
         "functions": [f for (f,) in functions],
@@ -56,19 +64,46 @@ def _database_shape(server: PrivateServer, db: str) -> tuple[dict[str, Any], lis
     }
     tables = [(db, str(s), str(r)) for s, r, kind in relations if kind in ("r", "m", "S")]
     kinds = {f"{s}.{r}": kind for s, r, kind in relations}
-    return shape | {"kinds": kinds}, tables
+    return shape | {"kinds": kinds, "sizes": sizes}, tables
 
 
-def _table(server: PrivateServer, db: str, schema: str, name: str, kind: str) -> tuple[str, list[str]]:
+def _table(
+    server: PrivateServer, db: str, schema: str, name: str, kind: str, blocks: tuple[int, int] | None
+) -> tuple[str, list[int]]:
+    """Row count and hash sum of a table (or of the block range `blocks` of it); a sequence's value."""
     ident = sql.Identifier(schema, name)
     with server.connect(db) as conn:
         conn.execute(_STABLE_OUTPUT)
         if kind == "S":
-            row = conn.execute(sql.SQL("SELECT last_value::text, is_called::text FROM {}").format(ident)).fetchone()
+            row = conn.execute(sql.SQL("SELECT last_value, is_called::int FROM {}").format(ident)).fetchone()
         else:
-            query = sql.SQL("SELECT count(*)::text, " + _ROW_HASH.format(row="t") + " FROM ONLY {} t").format(ident)
+            where: sql.Composable = sql.SQL("")
+            if blocks is not None:
+                where = sql.SQL(" WHERE t.ctid >= {} AND t.ctid < {}").format(
+                    sql.Literal(f"({blocks[0]},0)"), sql.Literal(f"({blocks[1]},0)")
+                )
+            query = sql.SQL("SELECT count(*), " + _ROW_HASH.format(row="t") + "::numeric FROM ONLY {} t{}").format(
+                ident, where
+            )
             row = conn.execute(query).fetchone()
-    return f"{db}/{schema}.{name}", [str(v) for v in (row or ())]
+    return f"{db}/{schema}.{name}", [int(str(v)) for v in (row or ())]
+
+
+def _pieces(work: list[tuple[str, str, str, str]], sizes: dict[str, int], jobs: int) -> list[tuple[Any, ...]]:
+    """Split large tables into block ranges (TID range scans) so that `jobs` connections share them."""
+    pieces: list[tuple[Any, ...]] = []
+    for db, schema, name, kind in work:
+        pages = sizes.get(f"{db}/{schema}.{name}", 0)
+        if kind == "S" or pages <= _CHUNK_BLOCKS or jobs < 2:
+            pieces.append((db, schema, name, kind, None))
+            continue
+        step = max(_CHUNK_BLOCKS, -(-pages // (jobs * 2)))
+        starts = list(range(0, pages, step))
+        for i, start in enumerate(starts):
+            # the last range is open-ended: the table may have grown since relpages was counted
+            end = starts[i + 1] if i + 1 < len(starts) else 2**32 - 1
+            pieces.append((db, schema, name, kind, (start, end)))
+    return pieces
 
 
 def take(server: PrivateServer, jobs: int = 2) -> Fingerprint:
@@ -87,18 +122,26 @@ def take(server: PrivateServer, jobs: int = 2) -> Fingerprint:
         "databases": {},
     }
     work = []
+    sizes: dict[str, int] = {}
     for name, encoding, collate, ctype, allowconn in databases:
         entry: dict[str, Any] = {"encoding": encoding, "collate": collate, "ctype": ctype}
         if allowconn:
             shape, tables = _database_shape(server, str(name))
             kinds = shape.pop("kinds")
+            sizes |= {f"{name}/{rel}": int(pages) for rel, pages in shape.pop("sizes").items()}
             entry |= shape
             work += [(db, s, r, kinds[f"{s}.{r}"]) for db, s, r in tables]
         result["databases"][str(name)] = entry
+    totals: dict[str, list[int]] = {}
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        for key, values in pool.map(lambda w: _table(server, *w), work):
-            db, _, table = key.partition("/")
-            result["databases"][db]["tables"][table] = values
+        for key, values in pool.map(lambda w: _table(server, *w), _pieces(work, sizes, jobs)):
+            if key in totals and len(values) == 2 and len(totals[key]) == 2:
+                totals[key] = [totals[key][0] + values[0], totals[key][1] + values[1]]
+            else:
+                totals[key] = values
+    for key, values in totals.items():
+        db, _, table = key.partition("/")
+        result["databases"][db]["tables"][table] = [str(v) for v in values]
     return result
 
 
