@@ -89,15 +89,17 @@ def _table(
     return f"{db}/{schema}.{name}", [int(str(v)) for v in (row or ())]
 
 
-def _pieces(work: list[tuple[str, str, str, str]], sizes: dict[str, int], jobs: int) -> list[tuple[Any, ...]]:
+def _pieces(
+    work: list[tuple[str, str, str, str]], sizes: dict[str, int], jobs: int, chunk_blocks: int
+) -> list[tuple[Any, ...]]:
     """Split large tables into block ranges (TID range scans) so that `jobs` connections share them."""
     pieces: list[tuple[Any, ...]] = []
     for db, schema, name, kind in work:
         pages = sizes.get(f"{db}/{schema}.{name}", 0)
-        if kind == "S" or pages <= _CHUNK_BLOCKS or jobs < 2:
+        if kind == "S" or pages <= chunk_blocks or jobs < 2:
             pieces.append((db, schema, name, kind, None))
             continue
-        step = max(_CHUNK_BLOCKS, -(-pages // (jobs * 2)))
+        step = max(chunk_blocks, -(-pages // (jobs * 2)))
         starts = list(range(0, pages, step))
         for i, start in enumerate(starts):
             # the last range is open-ended: the table may have grown since relpages was counted
@@ -106,7 +108,7 @@ def _pieces(work: list[tuple[str, str, str, str]], sizes: dict[str, int], jobs: 
     return pieces
 
 
-def take(server: PrivateServer, jobs: int = 2) -> Fingerprint:
+def take(server: PrivateServer, jobs: int = 2, chunk_blocks: int = _CHUNK_BLOCKS) -> Fingerprint:
     """The fingerprint of everything the running `server` holds."""
     with server.connect("postgres") as conn:
         databases = conn.execute(
@@ -134,7 +136,7 @@ def take(server: PrivateServer, jobs: int = 2) -> Fingerprint:
         result["databases"][str(name)] = entry
     totals: dict[str, list[int]] = {}
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        for key, values in pool.map(lambda w: _table(server, *w), _pieces(work, sizes, jobs)):
+        for key, values in pool.map(lambda w: _table(server, *w), _pieces(work, sizes, jobs, chunk_blocks)):
             if key in totals and len(values) == 2 and len(totals[key]) == 2:
                 totals[key] = [totals[key][0] + values[0], totals[key][1] + values[1]]
             else:
