@@ -1,0 +1,396 @@
+"""Benchmark: nixos-migrate's PostgreSQL upgrade against what operators run instead.
+
+    sudo .venv/bin/python benchmarks/postgresql_upgrade.py [--scale 70] [--old 14] [--new 16]
+
+One run on one ~1 GB cluster (`pgbench -i -s 70`), data in the page cache, each contender on a
+fresh copy of the same cluster:
+
+- bare `initdb` + `pg_upgrade --copy` and `--link`;
+- Debian's `pg_upgradecluster -m upgrade`, `-m link`, `-m dump` (postgresql-common 248 on
+  Debian 12 fails for source clusters >= 16, hence 14 -> 16 by default);
+- `pg_dumpall | psql` into a new cluster;
+- nixos-migrate `up` end to end (pre-checks with `pg_upgrade --check`, backup with content
+  fingerprint, upgrade, statistics, verify with fingerprint comparison and amcheck), with
+  `method = copy` and `method = link`;
+- nixos-migrate `down` (logical, verified table by table) against `pg_dumpall | psql` back into
+  the older major.
+
+pg_upgradecluster looks for binaries in /usr/lib/postgresql/<major>/bin only: for the run, that
+directory is a symlink to the downloaded build when it does not exist, removed afterwards. Its
+cluster configuration lives in a private PG_CLUSTER_CONF_ROOT / PGSYSCONFDIR. Needs root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+from nixos_migrate.testing import provision
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Bench:
+    def __init__(self, old: str, new: str, work: Path) -> None:
+        self.old, self.new, self.work = old, new, work
+        self.user = provision.server_user()
+        self.prefix = {old: provision.postgresql(old), new: provision.postgresql(new)}
+        self.sock = Path(tempfile.mkdtemp(prefix="nm-bench-", dir="/tmp"))
+        os.chown(self.sock, self.user.pw_uid, self.user.pw_gid)
+        self.env = {"PATH": os.environ["PATH"], "LANG": "C", "HOME": "/"}
+
+    def run(
+        self, argv: list[str | Path], cwd: str | None = None, stdin: IO[bytes] | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [str(a) for a in argv],
+            env=self.env,
+            cwd=cwd or str(self.work),
+            check=True,
+            capture_output=True,
+            stdin=stdin,
+            user=self.user.pw_uid,
+            group=self.user.pw_gid,
+        )
+
+    def bin(self, major: str, tool: str) -> Path:
+        return self.prefix[major] / "bin" / tool
+
+    def initdb(self, major: str, data: Path) -> None:
+        extra = ["--no-data-checksums"] if int(major) >= 18 else []
+        self.run(
+            [
+                self.bin(major, "initdb"),
+                "-D",
+                data,
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "--auth=trust",
+                *extra,
+            ]
+        )
+
+    @contextlib.contextmanager
+    def server(self, major: str, data: Path) -> Iterator[int]:
+        port = provision.free_port()
+        srv = provision.Server(
+            [
+                str(self.bin(major, "postgres")),
+                "-D",
+                str(data),
+                "-p",
+                str(port),
+                "-k",
+                str(self.sock),
+                "-c",
+                "listen_addresses=",
+            ],
+            user=self.user,
+            env=self.env,
+        )
+        ready = self.sock / f".s.PGSQL.{port}"
+        with srv.start(
+            lambda: (
+                ready.exists()
+                and subprocess.run(
+                    [self.bin(major, "pg_isready"), "-h", self.sock, "-p", str(port)], capture_output=True, check=False
+                ).returncode
+                == 0
+            ),
+            timeout=300,
+        ):
+            yield port
+
+    def copy(self, src: Path, dst: Path) -> None:
+        if dst.exists():
+            shutil.rmtree(dst)
+        subprocess.run(["cp", "-a", str(src), str(dst)], check=True)
+
+    def fresh(self, name: str) -> Path:
+        path = self.work / name
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir()
+        os.chown(path, self.user.pw_uid, self.user.pw_gid)
+        return path
+
+
+def timed(fn: Callable[..., object], *args: object) -> float:
+    start = time.monotonic()
+    fn(*args)
+    return time.monotonic() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=int, default=70)
+    parser.add_argument("--old", default="14")
+    parser.add_argument("--new", default="16")
+    parser.add_argument("--skip-debian", action="store_true", help="leave out pg_upgradecluster")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("run as root: servers run as an unprivileged user created for them", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="nm-bench-", dir="/var/tmp"))
+    provision.traversable(work)
+    b = Bench(args.old, args.new, work)
+    os.chown(work, b.user.pw_uid, b.user.pw_gid)
+    results: dict[str, float] = {}
+    try:
+        pristine = b.fresh("pristine") / "data"
+        print(f"creating PostgreSQL {args.old} cluster, pgbench scale {args.scale} ...", flush=True)
+        b.initdb(args.old, pristine)
+        with b.server(args.old, pristine) as port:
+            b.run(
+                [
+                    b.bin(args.old, "pgbench"),
+                    "-i",
+                    "-q",
+                    "-s",
+                    str(args.scale),
+                    "-h",
+                    b.sock,
+                    "-p",
+                    str(port),
+                    "-U",
+                    "postgres",
+                    "postgres",
+                ]
+            )
+            b.run([b.bin(args.old, "psql"), "-h", b.sock, "-p", str(port), "-U", "postgres", "-c", "CHECKPOINT"])
+        size = sum(p.stat().st_size for p in pristine.rglob("*") if p.is_file())
+        print(f"cluster: {size / 2**30:.2f} GiB", flush=True)
+
+        for method in ("copy", "link"):
+            old = b.fresh(f"bare-{method}") / "old"
+            b.copy(pristine, old)
+            new = old.parent / "new"
+
+            def bare(method: str = method, old: Path = old, new: Path = new) -> None:
+                b.initdb(args.new, new)
+                b.run(
+                    [
+                        b.bin(args.new, "pg_upgrade"),
+                        "-b",
+                        b.prefix[args.old] / "bin",
+                        "-B",
+                        b.prefix[args.new] / "bin",
+                        "-d",
+                        old,
+                        "-D",
+                        new,
+                        "-U",
+                        "postgres",
+                        "-s",
+                        b.sock,
+                        "-p",
+                        str(provision.free_port()),
+                        "-P",
+                        str(provision.free_port()),
+                        f"--{method}",
+                    ],
+                    cwd=str(old.parent),
+                )
+
+            results[f"pg_upgrade --{method} (initdb + pg_upgrade)"] = timed(bare)
+            print(
+                f"  pg_upgrade --{method}: {results[f'pg_upgrade --{method} (initdb + pg_upgrade)']:.1f} s", flush=True
+            )
+
+        old = b.fresh("dumpall") / "old"
+        b.copy(pristine, old)
+        results["pg_dumpall | psql (up)"] = timed(lambda: dump_restore(b, args.old, old, args.new, old.parent / "new"))
+        print(f"  pg_dumpall | psql: {results['pg_dumpall | psql (up)']:.1f} s", flush=True)
+
+        if not args.skip_debian:
+            for mode in ("upgrade", "link", "dump"):
+                seconds = debian_upgradecluster(b, pristine, mode)
+                if seconds is not None:
+                    results[f"pg_upgradecluster -m {mode}"] = seconds
+                    print(f"  pg_upgradecluster -m {mode}: {seconds:.1f} s", flush=True)
+
+        for method in ("copy", "link"):
+            base = b.fresh(f"nm-{method}")
+            old = base / "pgdata" / args.old
+            old.parent.mkdir()
+            os.chown(old.parent, b.user.pw_uid, b.user.pw_gid)
+            b.copy(pristine, old)
+            manifest = nm_manifest(b, base, old, base / "pgdata" / args.new, method)
+            results[f"nixos-migrate up, method {method} (end to end)"] = timed(nm, manifest, "up")
+            print(
+                f"  nixos-migrate up ({method}): {results[f'nixos-migrate up, method {method} (end to end)']:.1f} s",
+                flush=True,
+            )
+            if method == "copy":
+                newer = b.fresh("dumpall-down") / "newer"
+                b.copy(base / "pgdata" / args.new, newer)
+                results["nixos-migrate down (logical, verified)"] = timed(
+                    nm, manifest, "down", "bench", "--to", args.old
+                )
+                print(f"  nixos-migrate down: {results['nixos-migrate down (logical, verified)']:.1f} s", flush=True)
+                results["pg_dumpall | psql (down)"] = timed(
+                    dump_restore, b, args.new, newer, args.old, newer.parent / "older"
+                )
+                print(f"  pg_dumpall | psql down: {results['pg_dumpall | psql (down)']:.1f} s", flush=True)
+        report(results, size, args)
+        return 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(b.sock, ignore_errors=True)
+
+
+def dump_restore(b: Bench, src_major: str, src: Path, dst_major: str, dst: Path) -> None:
+    """What an operator does by hand: initdb, start both, `pg_dumpall | psql`, stop."""
+    b.initdb(dst_major, dst)
+    newest = str(max(int(src_major), int(dst_major)))
+    with b.server(src_major, src) as p1, b.server(dst_major, dst) as p2:
+        dump = subprocess.Popen(
+            [str(b.bin(newest, "pg_dumpall")), "-h", str(b.sock), "-p", str(p1), "-U", "postgres"],
+            stdout=subprocess.PIPE,
+            env=b.env,
+            user=b.user.pw_uid,
+            group=b.user.pw_gid,
+            cwd=str(b.work),
+        )
+        b.run(
+            [b.bin(dst_major, "psql"), "-X", "-q", "-h", b.sock, "-p", str(p2), "-U", "postgres", "-d", "postgres"],
+            stdin=dump.stdout,
+        )
+        if dump.wait() != 0:
+            raise RuntimeError("pg_dumpall failed")
+
+
+def nm_manifest(b: Bench, base: Path, old: Path, new: Path, method: str) -> Path:
+    manifest = base / "manifest.json"
+    sock = Path(tempfile.mkdtemp(prefix="nm-", dir="/tmp"))
+    os.chown(sock, b.user.pw_uid, b.user.pw_gid)
+    manifest.write_text(
+        json.dumps(
+            {
+                "state_dir": str(base / "state"),
+                "services": {
+                    "bench": {
+                        "plugin": "postgresql",
+                        "target": b.new,
+                        "user": b.user.pw_name,
+                        "settings": {
+                            "data_dir": str(new),
+                            "old_data_dir": str(old),
+                            "method": method,
+                            "jobs": os.cpu_count() or 2,
+                            "packages": {k: str(v) for k, v in b.prefix.items()},
+                            "socket_dir": str(sock),
+                        },
+                    }
+                },
+            }
+        )
+    )
+    return manifest
+
+
+def nm(manifest: Path, *args: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "nixos_migrate.cli", "-m", str(manifest), *args], check=True, capture_output=True
+    )
+
+
+def debian_upgradecluster(b: Bench, pristine: Path, mode: str) -> float | None:
+    """`pg_upgradecluster -m MODE` on a copy of the cluster, registered in a private config root."""
+    if shutil.which("pg_upgradecluster") is None:
+        print("  pg_upgradecluster: not installed (apt-get install postgresql-common); skipped")
+        return None
+    base = b.fresh(f"debian-{mode}")
+    conf_root, common = base / "etc", base / "common"
+    conf_root.mkdir()
+    common.mkdir()
+    (common / "createcluster.conf").write_text(
+        f"create_main_cluster = false\ndata_directory = '{base}/%v/%c'\n"
+        + ("initdb_options = '--no-data-checksums'\n" if int(b.new) >= 18 else "")
+    )
+    data = base / b.old / "bench"
+    data.parent.mkdir()
+    os.chown(data.parent, b.user.pw_uid, b.user.pw_gid)
+    b.copy(pristine, data)
+    links = []
+    for major in (b.old, b.new):
+        lib = Path("/usr/lib/postgresql") / major
+        if not lib.exists():
+            lib.parent.mkdir(exist_ok=True)
+            lib.symlink_to(b.prefix[major])
+            links.append(lib)
+    env = {**os.environ, "PG_CLUSTER_CONF_ROOT": str(conf_root), "PGSYSCONFDIR": str(common)}
+    try:
+        subprocess.run(
+            [
+                "pg_createcluster",
+                "-u",
+                b.user.pw_name,
+                "-d",
+                str(data),
+                "-s",
+                str(b.sock),
+                "-p",
+                str(provision.free_port()),
+                b.old,
+                "bench",
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        start = time.monotonic()
+        proc = subprocess.run(
+            ["pg_upgradecluster", "-m", mode, "-v", b.new, b.old, "bench"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        seconds = time.monotonic() - start
+        if proc.returncode != 0:
+            print(f"  pg_upgradecluster -m {mode} failed: {proc.stderr.strip()[-300:]}")
+            return None
+        for major in (b.new, b.old):
+            subprocess.run(["pg_ctlcluster", major, "bench", "stop"], env=env, capture_output=True, check=False)
+        return seconds
+    finally:
+        for link in links:
+            link.unlink()
+
+
+def report(results: dict[str, float], size: int, args: argparse.Namespace) -> None:
+    copy = results.get("pg_upgrade --copy (initdb + pg_upgrade)")
+    debian = results.get("pg_upgradecluster -m upgrade")
+    dumpall_down = results.get("pg_dumpall | psql (down)")
+    print(
+        f"\nPostgreSQL {args.old} -> {args.new}, pgbench scale {args.scale}, {size / 2**30:.2f} GiB, "
+        f"{os.cpu_count()} cores\n"
+    )
+    print("| contender | seconds | vs pg_upgrade --copy | vs pg_upgradecluster -m upgrade |")
+    print("|---|---:|---:|---:|")
+    for name, seconds in results.items():
+        ratio_copy = f"{seconds / copy:.2f}x" if copy else "-"
+        ratio_deb = f"{seconds / debian:.2f}x" if debian else "-"
+        print(f"| {name} | {seconds:.1f} | {ratio_copy} | {ratio_deb} |")
+    if dumpall_down and "nixos-migrate down (logical, verified)" in results:
+        down = results["nixos-migrate down (logical, verified)"]
+        print(f"\nlogical down: nixos-migrate / pg_dumpall | psql = {down / dumpall_down:.2f}x")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
