@@ -48,6 +48,8 @@ class Bench:
         self.sock = Path(tempfile.mkdtemp(prefix="nm-bench-", dir="/tmp"))
         os.chown(self.sock, self.user.pw_uid, self.user.pw_gid)
         self.env = {"PATH": os.environ["PATH"], "LANG": "C", "HOME": "/"}
+        # Debian's cluster tools connect as a superuser named after the cluster's owner
+        self.su = self.user.pw_name
 
     def run(
         self, argv: list[str | Path], cwd: str | None = None, stdin: IO[bytes] | None = None
@@ -74,7 +76,7 @@ class Bench:
                 "-D",
                 data,
                 "-U",
-                "postgres",
+                self.su,
                 "-E",
                 "UTF8",
                 "--locale=C",
@@ -167,11 +169,11 @@ def main() -> int:
                     "-p",
                     str(port),
                     "-U",
-                    "postgres",
+                    b.su,
                     "postgres",
                 ]
             )
-            b.run([b.bin(args.old, "psql"), "-h", b.sock, "-p", str(port), "-U", "postgres", "-c", "CHECKPOINT"])
+            b.run([b.bin(args.old, "psql"), "-h", b.sock, "-p", str(port), "-U", b.su, "-c", "CHECKPOINT"])
         size = sum(p.stat().st_size for p in pristine.rglob("*") if p.is_file())
         print(f"cluster: {size / 2**30:.2f} GiB", flush=True)
 
@@ -194,7 +196,7 @@ def main() -> int:
                         "-D",
                         new,
                         "-U",
-                        "postgres",
+                        b.su,
                         "-s",
                         b.sock,
                         "-p",
@@ -213,7 +215,9 @@ def main() -> int:
 
         old = b.fresh("dumpall") / "old"
         b.copy(pristine, old)
-        results["pg_dumpall | psql (up)"] = timed(lambda: dump_restore(b, args.old, old, args.new, old.parent / "new"))
+        results["pg_dumpall \\| psql (up)"] = timed(
+            lambda: dump_restore(b, args.old, old, args.new, old.parent / "new")
+        )
         print(f"  pg_dumpall | psql: {results['pg_dumpall | psql (up)']:.1f} s", flush=True)
 
         if not args.skip_debian:
@@ -242,7 +246,7 @@ def main() -> int:
                     nm, manifest, "down", "bench", "--to", args.old
                 )
                 print(f"  nixos-migrate down: {results['nixos-migrate down (logical, verified)']:.1f} s", flush=True)
-                results["pg_dumpall | psql (down)"] = timed(
+                results["pg_dumpall \\| psql (down)"] = timed(
                     dump_restore, b, args.new, newer, args.old, newer.parent / "older"
                 )
                 print(f"  pg_dumpall | psql down: {results['pg_dumpall | psql (down)']:.1f} s", flush=True)
@@ -259,7 +263,7 @@ def dump_restore(b: Bench, src_major: str, src: Path, dst_major: str, dst: Path)
     newest = str(max(int(src_major), int(dst_major)))
     with b.server(src_major, src) as p1, b.server(dst_major, dst) as p2:
         dump = subprocess.Popen(
-            [str(b.bin(newest, "pg_dumpall")), "-h", str(b.sock), "-p", str(p1), "-U", "postgres"],
+            [str(b.bin(newest, "pg_dumpall")), "-h", str(b.sock), "-p", str(p1), "-U", b.su],
             stdout=subprocess.PIPE,
             env=b.env,
             user=b.user.pw_uid,
@@ -267,7 +271,7 @@ def dump_restore(b: Bench, src_major: str, src: Path, dst_major: str, dst: Path)
             cwd=str(b.work),
         )
         b.run(
-            [b.bin(dst_major, "psql"), "-X", "-q", "-h", b.sock, "-p", str(p2), "-U", "postgres", "-d", "postgres"],
+            [b.bin(dst_major, "psql"), "-X", "-q", "-h", b.sock, "-p", str(p2), "-U", b.su, "-d", "postgres"],
             stdin=dump.stdout,
         )
         if dump.wait() != 0:
@@ -304,9 +308,16 @@ def nm_manifest(b: Bench, base: Path, old: Path, new: Path, method: str) -> Path
 
 
 def nm(manifest: Path, *args: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "nixos_migrate.cli", "-m", str(manifest), *args], check=True, capture_output=True
-    )
+    """Run nixos-migrate; its per-phase timings (stderr) are kept beside the manifest."""
+    log = manifest.parent / f"nixos-migrate-{args[0]}.log"
+    with log.open("w") as sink:
+        subprocess.run(
+            [sys.executable, "-m", "nixos_migrate.cli", "-m", str(manifest), *args],
+            check=True,
+            stderr=sink,
+            stdout=subprocess.DEVNULL,
+        )
+    print("    " + "\n    ".join(line.strip() for line in log.read_text().splitlines() if ": done in" in line))
 
 
 def debian_upgradecluster(b: Bench, pristine: Path, mode: str) -> float | None:
@@ -376,7 +387,7 @@ def debian_upgradecluster(b: Bench, pristine: Path, mode: str) -> float | None:
 def report(results: dict[str, float], size: int, args: argparse.Namespace) -> None:
     copy = results.get("pg_upgrade --copy (initdb + pg_upgrade)")
     debian = results.get("pg_upgradecluster -m upgrade")
-    dumpall_down = results.get("pg_dumpall | psql (down)")
+    dumpall_down = results.get("pg_dumpall \\| psql (down)")
     print(
         f"\nPostgreSQL {args.old} -> {args.new}, pgbench scale {args.scale}, {size / 2**30:.2f} GiB, "
         f"{os.cpu_count()} cores\n"

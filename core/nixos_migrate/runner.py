@@ -13,13 +13,16 @@ Commands are logged by argv only; values passed in `env` are never logged.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pwd
 import subprocess
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nixos_migrate.errors import CommandFailed, PrecheckFailed
 
@@ -119,6 +122,48 @@ class CommandRunner:
         finally:
             if log:
                 sink.close()  # type: ignore[union-attr]
+
+    def pipeline(self, stages: Sequence[Sequence[str | Path]], *, env: Mapping[str, str] | None = None) -> Completed:
+        """Run `stages[0] | stages[1] | ...` as the service user (argv lists, no shell) and wait.
+
+        Raises `CommandFailed` naming the first stage that failed, with its own stderr; the
+        output of the last stage is returned.
+        """
+        me = self.identity
+        switch = me.switches
+        procs: list[subprocess.Popen[bytes]] = []
+        with contextlib.ExitStack() as stack:
+            errs = [stack.enter_context(tempfile.TemporaryFile()) for _ in stages]
+            upstream: Any = subprocess.DEVNULL
+            try:
+                for index, stage in enumerate(stages):
+                    proc = subprocess.Popen(
+                        [str(a) for a in stage],
+                        env=clean_environment(me, env),
+                        cwd="/",
+                        stdin=upstream,
+                        stdout=subprocess.PIPE,
+                        stderr=errs[index],
+                        user=me.uid if switch else None,
+                        group=me.gid if switch else None,
+                        extra_groups=list(me.groups) if switch else None,
+                    )
+                    if procs and procs[-1].stdout is not None:
+                        procs[-1].stdout.close()  # the next stage owns the pipe now
+                    procs.append(proc)
+                    upstream = proc.stdout
+                output = procs[-1].communicate()[0] if procs else b""
+                codes = [p.wait() for p in procs]
+            except FileNotFoundError as exc:
+                for p in procs:
+                    p.kill()
+                    p.wait()
+                raise CommandFailed([str(exc.filename)], 127, f"{exc.filename}: command not found") from None
+            for stage, code, err in zip(stages, codes, errs, strict=True):
+                if code != 0:
+                    err.seek(0)
+                    raise CommandFailed([str(a) for a in stage], code, err.read().decode("utf-8", "replace"))
+        return Completed(0, output.decode("utf-8", "replace"))
 
     def run(
         self,

@@ -38,16 +38,31 @@ def _quote(name: str) -> str:
     return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else '"' + name.replace('"', '""') + '"'
 
 
+def _sed_program(target_major: int) -> list[str]:
+    """sed arguments that drop or rewrite what only newer servers understand (fixed patterns only)."""
+    args = []
+    for since, pattern in _NEWER_SETTINGS:
+        if target_major < since:
+            args += ["-e", f"/{pattern.pattern}/d"]
+    if target_major < 15:
+        args += ["-e", "s/ LOCALE_PROVIDER = libc//"]
+    return args or ["-e", ""]
+
+
 def copy_cluster(
     service: Service,
     source: PrivateServer,
-    source_bin: Path,
+    dump_bin: Path,
     target: PrivateServer,
     target_bin: Path,
     target_major: int,
     workdir: Path,
 ) -> None:
-    """Copy roles, databases and their content from `source` to the freshly initdb'ed `target`."""
+    """Copy roles, databases and their content from `source` to the freshly initdb'ed `target`.
+
+    Databases stream `pg_dump | sed | psql` (no dump file, no pass through Python); the globals,
+    a few lines, are rewritten here.
+    """
     superuser = source.find_superuser()
     conn = ["-h", str(source.socket_dir), "-p", str(source.port), "-U", superuser]
     into = ["-h", str(target.socket_dir), "-p", str(target.port), "-U", superuser]
@@ -61,20 +76,18 @@ def copy_cluster(
         ]
     globals_sql = workdir / "globals.sql"
     with service.progress.task("copy roles and tablespaces"):
-        service.run.run([source_bin / "pg_dumpall", *conn, "--globals-only", "-f", globals_sql])
+        service.run.run([dump_bin / "pg_dumpall", *conn, "--globals-only", "-f", globals_sql])
         _adapt_file(globals_sql, target_major, superuser)
         service.run.run([*psql, "-d", "postgres", "-f", globals_sql])
+    globals_sql.unlink()
+    sed = ["sed", *_sed_program(target_major)]
     with service.progress.task("copy databases", total=len(databases)) as task:
         for db in databases:
-            path = workdir / f"db-{len(db)}-{abs(hash(db))}.sql"
             create = db not in ("postgres", "template1")
-            args: list[str | Path] = [source_bin / "pg_dump", *conn, "-d", db, "-f", path, "--no-sync", "-Fp"]
-            service.run.run([*args, "--create"] if create else args)
-            _adapt_file(path, target_major, superuser)
-            service.run.run([*psql, "-d", "postgres" if create else db, "-f", path])
-            path.unlink()
+            dump: list[str | Path] = [dump_bin / "pg_dump", *conn, "-d", db, "--no-sync", "-Fp"]
+            dump += ["--create"] if create else []
+            service.run.pipeline([dump, sed, [*psql, "-d", "postgres" if create else db]])
             task.advance()
-    globals_sql.unlink()
 
 
 def _adapt_file(path: Path, target_major: int, superuser: str) -> None:

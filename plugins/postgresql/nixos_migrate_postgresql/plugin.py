@@ -327,21 +327,27 @@ def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
     return BackupInfo(RETAINED, retained, tree_size(src), fingerprint.digest(fp), detail)
 
 
-@hookimpl
-def up(service: Service, step: Step) -> bool:
-    s = _settings(service)
+def _initdb_staging(service: Service, step: Step) -> tuple[Path, Path, Path, Inspection]:
+    """Source, target and a freshly initdb'ed staging directory beside the target for the step's
+    target major, with the source's settings (inspected by `backup`, or now after a crash)."""
     src = _source_dir(service, step)
     dst = _target_dir(service, step)
-    method = str(step.data.get("method", "copy"))
     found = Inspection.load(_inspection_file(service)) or _inspect_source(service, step, src, fingerprint_too=False)[0]
     staging = sibling(dst, "staging")
     if staging.exists():
         shutil.rmtree(staging)
     dst.parent.mkdir(parents=True, exist_ok=True)
     _own(service, staging)
-    new_bin = prefix_of(s, step.to_version) / "bin"
+    initdb = prefix_of(_settings(service), step.to_version) / "bin" / "initdb"
     with service.progress.task(f"initdb PostgreSQL {step.to_version}"):
-        service.run.run(initdb_argv(new_bin / "initdb", staging, int(step.to_version), found))
+        service.run.run(initdb_argv(initdb, staging, int(step.to_version), found))
+    return src, dst, staging, found
+
+
+@hookimpl
+def up(service: Service, step: Step) -> bool:
+    method = str(step.data.get("method", "copy"))
+    src, dst, staging, found = _initdb_staging(service, step)
     if method == "dump":
         _logical_into(service, step, src, staging)
     else:
@@ -359,17 +365,7 @@ def up(service: Service, step: Step) -> bool:
 
 @hookimpl
 def down(service: Service, step: Step) -> bool:
-    src = _source_dir(service, step)
-    dst = _target_dir(service, step)
-    found = Inspection.load(_inspection_file(service)) or _inspect_source(service, step, src, fingerprint_too=False)[0]
-    staging = sibling(dst, "staging")
-    if staging.exists():
-        shutil.rmtree(staging)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    _own(service, staging)
-    old_bin = prefix_of(_settings(service), step.to_version) / "bin"
-    with service.progress.task(f"initdb PostgreSQL {step.to_version}"):
-        service.run.run(initdb_argv(old_bin / "initdb", staging, int(step.to_version), found))
+    src, dst, staging, _found = _initdb_staging(service, step)
     _logical_into(service, step, src, staging)
     _carry_config(src, staging)
     _commit(service, step, src, dst, staging, "dump")
@@ -377,8 +373,8 @@ def down(service: Service, step: Step) -> bool:
 
 
 def _logical_into(service: Service, step: Step, src: Path, staging: Path) -> None:
-    """Copy the content of the cluster in `src` into the new cluster in `staging` through SQL,
-    then compare the two table by table."""
+    """Copy the content of the cluster in `src` into the new cluster in `staging` through SQL.
+    Verify then compares it table by table with the fingerprint `backup` took of `src`."""
     s = _settings(service)
     sock = _socket(service)
     work = _own(service, service.state_dir / "dump")
@@ -391,10 +387,6 @@ def _logical_into(service: Service, step: Step, src: Path, staging: Path) -> Non
         running(service, dst_prefix, staging, sock, s.port + 1, old.find_superuser(s.superuser)) as new,
     ):
         logical.copy_cluster(service, old, dump_bin, new, dst_prefix / "bin", int(step.to_version), work)
-        with service.progress.task("compare table by table"):
-            before, after = fingerprint.take(old, s.jobs), fingerprint.take(new, s.jobs)
-    if fingerprint.digest(before) != fingerprint.digest(after):
-        raise MigrateError("the reloaded cluster differs: " + "; ".join(fingerprint.differences(before, after)))
 
 
 def _carry_config(src: Path, new: Path) -> None:

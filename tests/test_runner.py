@@ -1,0 +1,34 @@
+"""The command runner: argv pipelines, failures named by stage."""
+
+from __future__ import annotations
+
+import pytest
+
+from nixos_migrate.errors import CommandFailed
+from nixos_migrate.runner import CommandRunner, Identity
+
+
+def test_pipeline_streams_through_every_stage():
+    runner = CommandRunner(Identity.lookup(None))
+    out = runner.pipeline([["seq", "1", "200000"], ["sed", "-e", "/^1/d"], ["wc", "-l"]])
+    assert out.output.strip() == str(200000 - 111111)
+
+
+def test_pipeline_failure_names_the_stage_and_its_stderr():
+    runner = CommandRunner(Identity.lookup(None))
+    with pytest.raises(CommandFailed) as info:
+        runner.pipeline([["seq", "1", "10"], ["sed", "-e", "not a sed program"], ["cat"]])
+    assert info.value.argv[0] == "sed"
+    assert "sed" in info.value.output
+
+
+def test_pipeline_missing_program():
+    runner = CommandRunner(Identity.lookup(None))
+    with pytest.raises(CommandFailed) as info:
+        runner.pipeline([["seq", "3"], ["no-such-program-xyz"]])
+    assert info.value.returncode == 127
+
+
+def test_run_missing_program_is_command_failed():
+    with pytest.raises(CommandFailed, match="command not found"):
+        CommandRunner(Identity.lookup(None)).run(["no-such-program-xyz"])
