@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import IO
 
 from nixos_migrate.testing import provision
+from nixos_migrate_postgresql import scratch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,7 +45,12 @@ REPO = Path(__file__).resolve().parents[1]
 class Bench:
     def __init__(self, old: str, new: str, work: Path) -> None:
         self.old, self.new, self.work = old, new, work
-        self.user = provision.server_user()
+        # Debian's cluster tools log to /var/log/postgresql as the owner and expect the superuser
+        # to be named like it: use Debian's `postgres` user where postgresql-common made one
+        try:
+            self.user = pwd.getpwnam("postgres")
+        except KeyError:
+            self.user = provision.server_user()
         self.prefix = {old: provision.postgresql(old), new: provision.postgresql(new)}
         self.sock = Path(tempfile.mkdtemp(prefix="nm-bench-", dir="/tmp"))
         os.chown(self.sock, self.user.pw_uid, self.user.pw_gid)
@@ -69,51 +76,13 @@ class Bench:
         return self.prefix[major] / "bin" / tool
 
     def initdb(self, major: str, data: Path) -> None:
-        extra = ["--no-data-checksums"] if int(major) >= 18 else []
-        self.run(
-            [
-                self.bin(major, "initdb"),
-                "-D",
-                data,
-                "-U",
-                self.su,
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-                "--auth=trust",
-                *extra,
-            ]
-        )
+        self.run(list(scratch.initdb_argv(self.prefix[major], data, major, superuser=self.su)))
 
     @contextlib.contextmanager
     def server(self, major: str, data: Path) -> Iterator[int]:
         port = provision.free_port()
-        srv = provision.Server(
-            [
-                str(self.bin(major, "postgres")),
-                "-D",
-                str(data),
-                "-p",
-                str(port),
-                "-k",
-                str(self.sock),
-                "-c",
-                "listen_addresses=",
-            ],
-            user=self.user,
-            env=self.env,
-        )
-        ready = self.sock / f".s.PGSQL.{port}"
-        with srv.start(
-            lambda: (
-                ready.exists()
-                and subprocess.run(
-                    [self.bin(major, "pg_isready"), "-h", self.sock, "-p", str(port)], capture_output=True, check=False
-                ).returncode
-                == 0
-            ),
-            timeout=300,
+        with scratch.server(self.prefix[major], data, self.sock, port, self.user).start(
+            lambda: scratch.accepts(self.prefix[major], self.sock, port), timeout=300
         ):
             yield port
 
@@ -153,108 +122,95 @@ def main() -> int:
     os.chown(work, b.user.pw_uid, b.user.pw_gid)
     results: dict[str, float] = {}
     try:
-        pristine = b.fresh("pristine") / "data"
-        print(f"creating PostgreSQL {args.old} cluster, pgbench scale {args.scale} ...", flush=True)
-        b.initdb(args.old, pristine)
-        with b.server(args.old, pristine) as port:
-            b.run(
-                [
-                    b.bin(args.old, "pgbench"),
-                    "-i",
-                    "-q",
-                    "-s",
-                    str(args.scale),
-                    "-h",
-                    b.sock,
-                    "-p",
-                    str(port),
-                    "-U",
-                    b.su,
-                    "postgres",
-                ]
-            )
-            b.run([b.bin(args.old, "psql"), "-h", b.sock, "-p", str(port), "-U", b.su, "-c", "CHECKPOINT"])
+        # the pristine cluster takes minutes to build: kept between runs
+        cached = Path("/var/tmp") / f"nixos-migrate-bench-pg{args.old}-scale{args.scale}"
+        pristine = cached / "data"
+        if not (cached / ".complete").exists():
+            shutil.rmtree(cached, ignore_errors=True)
+            cached.mkdir()
+            os.chown(cached, b.user.pw_uid, b.user.pw_gid)
+            create_pristine(b, args, pristine)
+            (cached / ".complete").touch()
         size = sum(p.stat().st_size for p in pristine.rglob("*") if p.is_file())
-        print(f"cluster: {size / 2**30:.2f} GiB", flush=True)
-
-        for method in ("copy", "link"):
-            old = b.fresh(f"bare-{method}") / "old"
-            b.copy(pristine, old)
-            new = old.parent / "new"
-
-            def bare(method: str = method, old: Path = old, new: Path = new) -> None:
-                b.initdb(args.new, new)
-                b.run(
-                    [
-                        b.bin(args.new, "pg_upgrade"),
-                        "-b",
-                        b.prefix[args.old] / "bin",
-                        "-B",
-                        b.prefix[args.new] / "bin",
-                        "-d",
-                        old,
-                        "-D",
-                        new,
-                        "-U",
-                        b.su,
-                        "-s",
-                        b.sock,
-                        "-p",
-                        str(provision.free_port()),
-                        "-P",
-                        str(provision.free_port()),
-                        f"--{method}",
-                    ],
-                    cwd=str(old.parent),
-                )
-
-            results[f"pg_upgrade --{method} (initdb + pg_upgrade)"] = timed(bare)
-            print(
-                f"  pg_upgrade --{method}: {results[f'pg_upgrade --{method} (initdb + pg_upgrade)']:.1f} s", flush=True
-            )
-
-        old = b.fresh("dumpall") / "old"
-        b.copy(pristine, old)
-        results["pg_dumpall \\| psql (up)"] = timed(
-            lambda: dump_restore(b, args.old, old, args.new, old.parent / "new")
-        )
-        print(f"  pg_dumpall | psql: {results['pg_dumpall | psql (up)']:.1f} s", flush=True)
-
-        if not args.skip_debian:
-            for mode in ("upgrade", "link", "dump"):
-                seconds = debian_upgradecluster(b, pristine, mode)
-                if seconds is not None:
-                    results[f"pg_upgradecluster -m {mode}"] = seconds
-                    print(f"  pg_upgradecluster -m {mode}: {seconds:.1f} s", flush=True)
-
-        for method in ("copy", "link"):
-            base = b.fresh(f"nm-{method}")
-            old = base / "pgdata" / args.old
-            old.parent.mkdir()
-            os.chown(old.parent, b.user.pw_uid, b.user.pw_gid)
-            b.copy(pristine, old)
-            manifest = nm_manifest(b, base, old, base / "pgdata" / args.new, method)
-            results[f"nixos-migrate up, method {method} (end to end)"] = timed(nm, manifest, "up")
-            print(
-                f"  nixos-migrate up ({method}): {results[f'nixos-migrate up, method {method} (end to end)']:.1f} s",
-                flush=True,
-            )
-            if method == "copy":
-                newer = b.fresh("dumpall-down") / "newer"
-                b.copy(base / "pgdata" / args.new, newer)
-                results["nixos-migrate down (logical, verified)"] = timed(
-                    nm, manifest, "down", "bench", "--to", args.old
-                )
-                print(f"  nixos-migrate down: {results['nixos-migrate down (logical, verified)']:.1f} s", flush=True)
-                results["pg_dumpall \\| psql (down)"] = timed(
-                    dump_restore, b, args.new, newer, args.old, newer.parent / "older"
-                )
-                print(f"  pg_dumpall | psql down: {results['pg_dumpall | psql (down)']:.1f} s", flush=True)
+        print(f"cluster: {size / 2**30:.2f} GiB (kept in {cached} for the next run)", flush=True)
+        run_contenders(b, args, pristine, results)
         report(results, size, args)
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(b.sock, ignore_errors=True)
+
+
+def create_pristine(b: Bench, args: argparse.Namespace, pristine: Path) -> None:
+    print(f"creating PostgreSQL {args.old} cluster, pgbench scale {args.scale} ...", flush=True)
+    b.initdb(args.old, pristine)
+    with b.server(args.old, pristine) as port:
+        conn: list[str | Path] = ["-h", b.sock, "-p", str(port), "-U", b.su]
+        b.run([b.bin(args.old, "pgbench"), "-i", "-q", "-s", str(args.scale), *conn, "postgres"])
+        b.run([b.bin(args.old, "psql"), *conn, "-d", "postgres", "-c", "CHECKPOINT"])
+
+
+def run_contenders(b: Bench, args: argparse.Namespace, pristine: Path, results: dict[str, float]) -> None:
+    def note(name: str, seconds: float) -> None:
+        results[name] = seconds
+        print(f"  {name}: {seconds:.1f} s", flush=True)
+
+    for method in ("copy", "link"):
+        old = b.fresh(f"bare-{method}") / "old"
+        b.copy(pristine, old)
+        note(f"pg_upgrade --{method} (initdb + pg_upgrade)", timed(bare_pg_upgrade, b, old, old.parent / "new", method))
+
+    old = b.fresh("dumpall") / "old"
+    b.copy(pristine, old)
+    note("pg_dumpall | psql (up)", timed(dump_restore, b, args.old, old, args.new, old.parent / "new"))
+
+    if not args.skip_debian:
+        for mode in ("upgrade", "link", "dump"):
+            seconds = debian_upgradecluster(b, pristine, mode)
+            if seconds is not None:
+                note(f"pg_upgradecluster -m {mode}", seconds)
+
+    for method in ("copy", "link"):
+        base = b.fresh(f"nm-{method}")
+        old = base / "pgdata" / args.old
+        old.parent.mkdir()
+        os.chown(old.parent, b.user.pw_uid, b.user.pw_gid)
+        b.copy(pristine, old)
+        manifest = nm_manifest(b, base, old, base / "pgdata" / args.new, method)
+        note(f"nixos-migrate up, method {method} (end to end)", timed(nm, manifest, "up"))
+        if method == "copy":
+            newer = b.fresh("dumpall-down") / "newer"
+            b.copy(base / "pgdata" / args.new, newer)
+            note("nixos-migrate down (logical, verified)", timed(nm, manifest, "down", "bench", "--to", args.old))
+            note("pg_dumpall | psql (down)", timed(dump_restore, b, args.new, newer, args.old, newer.parent / "older"))
+
+
+def bare_pg_upgrade(b: Bench, old: Path, new: Path, method: str) -> None:
+    """What the manual says: initdb the new cluster, run pg_upgrade."""
+    b.initdb(b.new, new)
+    b.run(
+        [
+            b.bin(b.new, "pg_upgrade"),
+            "-b",
+            b.prefix[b.old] / "bin",
+            "-B",
+            b.prefix[b.new] / "bin",
+            "-d",
+            old,
+            "-D",
+            new,
+            "-U",
+            b.su,
+            "-s",
+            b.sock,
+            "-p",
+            str(provision.free_port()),
+            "-P",
+            str(provision.free_port()),
+            f"--{method}",
+        ],
+        cwd=str(old.parent),
+    )
 
 
 def dump_restore(b: Bench, src_major: str, src: Path, dst_major: str, dst: Path) -> None:
@@ -387,7 +343,7 @@ def debian_upgradecluster(b: Bench, pristine: Path, mode: str) -> float | None:
 def report(results: dict[str, float], size: int, args: argparse.Namespace) -> None:
     copy = results.get("pg_upgrade --copy (initdb + pg_upgrade)")
     debian = results.get("pg_upgradecluster -m upgrade")
-    dumpall_down = results.get("pg_dumpall \\| psql (down)")
+    dumpall_down = results.get("pg_dumpall | psql (down)")
     print(
         f"\nPostgreSQL {args.old} -> {args.new}, pgbench scale {args.scale}, {size / 2**30:.2f} GiB, "
         f"{os.cpu_count()} cores\n"
@@ -397,7 +353,7 @@ def report(results: dict[str, float], size: int, args: argparse.Namespace) -> No
     for name, seconds in results.items():
         ratio_copy = f"{seconds / copy:.2f}x" if copy else "-"
         ratio_deb = f"{seconds / debian:.2f}x" if debian else "-"
-        print(f"| {name} | {seconds:.1f} | {ratio_copy} | {ratio_deb} |")
+        print(f"| {name.replace('|', chr(92) + '|')} | {seconds:.1f} | {ratio_copy} | {ratio_deb} |")
     if dumpall_down and "nixos-migrate down (logical, verified)" in results:
         down = results["nixos-migrate down (logical, verified)"]
         print(f"\nlogical down: nixos-migrate / pg_dumpall | psql = {down / dumpall_down:.2f}x")

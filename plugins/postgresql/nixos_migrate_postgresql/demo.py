@@ -21,6 +21,7 @@ from rich.console import Console
 from nixos_migrate.errors import MigrateError
 from nixos_migrate.testing import provision
 from nixos_migrate.testing.manifests import ManifestBuilder
+from nixos_migrate_postgresql import scratch
 
 SAMPLE = r"""
 CREATE DATABASE shop;
@@ -59,7 +60,7 @@ def run_demo(old: str, new: str, scale: int, keep: bool, cli: Callable[[list[str
             os.chown(sock, user.pw_uid, user.pw_gid)
         start = time.monotonic()
         with console.status(f"creating a PostgreSQL {old} cluster with sample data (pgbench scale {scale})"):
-            _create_cluster(prefixes[old], data, sock, user, scale)
+            _create_cluster(prefixes[old], old, data, sock, user, scale)
         timings.append((f"create sample cluster ({_size(data)})", time.monotonic() - start))
         builder = ManifestBuilder(root)
         builder.service(
@@ -98,7 +99,9 @@ def _size(path: Path) -> str:
     return f"{total / 2**20:.0f} MiB"
 
 
-def _create_cluster(prefix: Path, data: Path, sock: Path, user: pwd.struct_passwd | None, scale: int) -> None:
+def _create_cluster(
+    prefix: Path, major: str, data: Path, sock: Path, user: pwd.struct_passwd | None, scale: int
+) -> None:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C"}
 
     def run(argv: list[str | Path], stdin: bytes | None = None) -> None:
@@ -113,74 +116,12 @@ def _create_cluster(prefix: Path, data: Path, sock: Path, user: pwd.struct_passw
             group=user.pw_gid if user else None,
         )
 
-    run(
-        [
-            prefix / "bin" / "initdb",
-            "-D",
-            data,
-            "-U",
-            "postgres",
-            "-E",
-            "UTF8",
-            "--locale=C",
-            "--no-sync",
-            "--auth=trust",
-        ]
-    )
+    run(list(scratch.initdb_argv(prefix, data, major)))
     port = provision.free_port()
-    server = provision.Server(
-        [
-            str(prefix / "bin" / "postgres"),
-            "-D",
-            str(data),
-            "-p",
-            str(port),
-            "-k",
-            str(sock),
-            "-c",
-            "listen_addresses=",
-        ],
-        user=user,
-        env=env,
-    )
-    ready = sock / f".s.PGSQL.{port}"
-    with server.start(lambda: ready.exists() and _accepts(prefix, sock, port)):
-        psql: list[str | Path] = [
-            prefix / "bin" / "psql",
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            sock,
-            "-p",
-            str(port),
-            "-U",
-            "postgres",
-        ]
-        run([*psql, "-d", "postgres"], stdin=SAMPLE.encode())
+    with scratch.server(prefix, data, sock, port, user).start(lambda: scratch.accepts(prefix, sock, port)):
+        conn: list[str | Path] = ["-h", sock, "-p", str(port), "-U", "postgres"]
         run(
-            [
-                prefix / "bin" / "pgbench",
-                "-i",
-                "-q",
-                "-s",
-                str(scale),
-                "-h",
-                sock,
-                "-p",
-                str(port),
-                "-U",
-                "postgres",
-                "shop",
-            ]
+            [prefix / "bin" / "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", *conn, "-d", "postgres"],
+            stdin=SAMPLE.encode(),
         )
-
-
-def _accepts(prefix: Path, sock: Path, port: int) -> bool:
-    return (
-        subprocess.run(
-            [prefix / "bin" / "pg_isready", "-h", sock, "-p", str(port)], capture_output=True, check=False
-        ).returncode
-        == 0
-    )
+        run([prefix / "bin" / "pgbench", "-i", "-q", "-s", str(scale), *conn, "shop"])

@@ -23,6 +23,7 @@ import pytest
 from nixos_migrate.testing import provision
 from nixos_migrate.testing.cli import CliResult, run_cli
 from nixos_migrate.testing.manifests import ManifestBuilder
+from nixos_migrate_postgresql import scratch
 
 LIVED_IN = r"""
 CREATE ROLE app_owner;
@@ -98,33 +99,11 @@ class Cluster:
         )
 
     def start(self) -> Cluster:
-        self.server = provision.Server(
-            [
-                str(self.prefix / "bin" / "postgres"),
-                "-D",
-                str(self.data),
-                "-p",
-                str(self.port),
-                "-k",
-                str(self.sock),
-                "-c",
-                "listen_addresses=",
-            ],
-            user=self.user,
-            env={"PATH": os.environ["PATH"], "LANG": "C"},
-            log=self.sock / f"log-{self.port}",
-        ).start(lambda: (self.sock / f".s.PGSQL.{self.port}").exists() and self._accepts())
-        return self
-
-    def _accepts(self) -> bool:
-        return (
-            subprocess.run(
-                [self.prefix / "bin" / "pg_isready", "-h", self.sock, "-p", str(self.port)],
-                capture_output=True,
-                check=False,
-            ).returncode
-            == 0
+        self.server = scratch.server(
+            self.prefix, self.data, self.sock, self.port, self.user, log=self.sock / f"log-{self.port}"
         )
+        self.server.start(lambda: scratch.accepts(self.prefix, self.sock, self.port))
+        return self
 
     def stop(self) -> None:
         if self.server:
@@ -235,23 +214,7 @@ def make_cluster(
     cluster = Cluster(major, data, root / "sock", user)
     data.parent.mkdir(parents=True, exist_ok=True)
     provision.chown_tree(data.parent, user)
-    argv: list[str | Path] = [
-        cluster.prefix / "bin" / "initdb",
-        "-D",
-        data,
-        "-U",
-        "postgres",
-        "-E",
-        "UTF8",
-        "--locale=C",
-        "--no-sync",
-        "--auth=trust",
-    ]
-    if checksums:
-        argv.append("--data-checksums")
-    elif int(major) >= 18:
-        argv.append("--no-data-checksums")
-    cluster.as_user(argv)
+    cluster.as_user(list(scratch.initdb_argv(cluster.prefix, data, major, checksums=checksums)))
     if sql:
         cluster.start()
         try:
