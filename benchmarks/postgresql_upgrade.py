@@ -123,7 +123,7 @@ def main() -> int:
     results: dict[str, float] = {}
     try:
         # the pristine cluster takes minutes to build: kept between runs
-        cached = Path("/var/tmp") / f"nixos-migrate-bench-pg{args.old}-scale{args.scale}"
+        cached = Path("/var/tmp") / f"nixos-migrate-bench-pg{args.old}-scale{args.scale}-{b.su}"
         pristine = cached / "data"
         if not (cached / ".complete").exists():
             shutil.rmtree(cached, ignore_errors=True)
