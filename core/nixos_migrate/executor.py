@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from nixos_migrate import faults
+from nixos_migrate import faults, filebackup
 from nixos_migrate.context import Service
 from nixos_migrate.control import ServiceControl
 from nixos_migrate.errors import (
@@ -575,9 +575,9 @@ class Engine:
             flight = self.journal.in_flight(name)
             protected = {flight.backup.id} if flight and flight.backup else set()
             doomed = [r for r in records[: max(len(records) - keep, 0)] if r.id not in protected]
+            runner = self.service(name).run
             for record in doomed:
-                if record.path.exists():
-                    shutil.rmtree(record.path)
+                filebackup.remove_backup(record, runner)
                 self.journal.mark_pruned(record.id)
             return doomed
 

@@ -1,9 +1,18 @@
 """The file-level backup primitive plugins use for the directories of a stopped service.
 
-`backup_paths` copies each directory into the backup (`cp -a`, which keeps owners, modes,
-hard links, sparse files, ACLs and xattrs, and clones extents on filesystems with reflinks);
-`restore_paths` checks the backup against its checksum and then makes each directory exactly
-what the backup holds. Paths that did not exist at backup time are removed on restore.
+For every directory it takes the fastest backup that is still exact, and restores the mirror way:
+
+- `btrfs-snapshot` when the directory is a btrfs subvolume: a read-only snapshot, O(1); restored
+  as a writable snapshot of it in place, O(1);
+- `reflink` when the filesystem clones files (btrfs, XFS with reflink=1): `cp -a
+  --reflink=always`, no data copied; restored as a clone back;
+- `copy` anywhere else: `cp -a` (owners, modes, hard links, ACLs, xattrs); restored as a copy.
+
+Snapshots and clones go into the backup's directory when it is on the same filesystem, else beside
+the data (hidden, same filesystem). Each slot records its kind and location, so that restore and
+`backups prune` know what to undo. Copies carry a checksum of their content, checked before a
+restore; snapshots and clones share their blocks with the data and are not read again (btrfs
+checksums its blocks itself, and nothing but nixos-migrate writes to them).
 """
 
 from __future__ import annotations
@@ -11,77 +20,54 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from nixos_migrate.errors import MigrateError
+from nixos_migrate.errors import CommandFailed, MigrateError
 from nixos_migrate.fingerprint import tree_digest, tree_size
 from nixos_migrate.model import BackupInfo, BackupRecord
 from nixos_migrate.progress import Progress
 from nixos_migrate.runner import CommandRunner
 
-KIND = "copy"
+SNAPSHOT, REFLINK, COPY, ABSENT = "btrfs-snapshot", "reflink", "copy", "absent"
+#: kept for readers of older journals: backups written before per-slot kinds were all copies
+KIND = COPY
+_BTRFS_SUBVOLUME_ROOT_INODE = 256
 
 
-def _slot(dest: Path, index: int) -> Path:
-    return dest / f"path-{index}"
+@dataclass(frozen=True)
+class Choice:
+    path: Path
+    kind: str
+    why: str
 
 
-def estimate(paths: Sequence[Path]) -> int:
-    """Bytes a copy backup of `paths` takes, plus 1 % and 1 MiB for metadata."""
-    total = sum(tree_size(p) for p in paths if p.exists())
-    return total + total // 100 + (1 << 20)
+def _fs_type(path: Path) -> str:
+    """The type of the filesystem holding `path` ("btrfs", "xfs", "ext4"...), from the mount table."""
+    target = os.path.realpath(path)
+    best, kind = "", ""
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mountpoint = fields[1].encode().decode("unicode_escape")  # "\040" is a space
+        inside = target == mountpoint or target.startswith(mountpoint.rstrip("/") + "/")
+        if inside and len(mountpoint) >= len(best):
+            best, kind = mountpoint, fields[2]
+    return kind
 
 
-def backup_paths(paths: Sequence[Path], dest: Path, runner: CommandRunner, progress: Progress) -> BackupInfo:
-    """Copy every path in `paths` into `dest`; return a `BackupInfo` of kind `copy`."""
-    present: list[str] = []
-    with progress.task(f"back up {len(paths)} path(s)", total=len(paths)) as task:
-        for index, path in enumerate(paths):
-            if path.exists() or path.is_symlink():
-                runner.run(["cp", "-a", "--reflink=auto", "--", str(path), str(_slot(dest, index))], as_root=True)
-                present.append(str(path))
-            task.advance()
-    slots = [str(_slot(dest, i)) for i, p in enumerate(paths) if str(p) in present]
-    checksum = _digest_slots(dest, len(paths))
-    size = sum(tree_size(Path(s)) for s in slots)
-    return BackupInfo(KIND, dest, size, checksum, {"paths": [str(p) for p in paths], "present": present})
-
-
-def _digest_slots(dest: Path, count: int) -> str:
-    return ",".join(tree_digest(_slot(dest, i)) for i in range(count))
-
-
-def restore_paths(backup: BackupRecord, runner: CommandRunner, progress: Progress) -> None:
-    """Make every backed-up path exactly as in `backup` (a record written by `backup_paths`)."""
-    paths = [Path(p) for p in backup.detail.get("paths", [])]
-    present = set(backup.detail.get("present", []))
-    if backup.checksum is not None and _digest_slots(backup.path, len(paths)) != backup.checksum:
-        raise MigrateError(
-            f"backup {backup.id} at {backup.path} does not match its checksum; it was not used",
-            hint="restore from another backup (`nixos-migrate backups`)",
-        )
-    with progress.task(f"restore {len(paths)} path(s)", total=len(paths)) as task:
-        for index, path in enumerate(paths):
-            _remove(path)
-            if str(path) in present:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                source = _slot(backup.path, index)
-                # a mount point survives _remove; copy into it instead of beside it
-                src, dst = (f"{source}/.", str(path)) if path.is_dir() else (str(source), str(path))
-                runner.run(["cp", "-a", "--reflink=auto", "--", src, dst], as_root=True)
-            task.advance()
-
-
-def _remove(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.is_dir():
-        if os.path.ismount(path):
-            for child in path.iterdir():
-                _remove(child)
-            return
-        shutil.rmtree(path)
+def is_btrfs_subvolume(path: Path) -> bool:
+    try:
+        return path.is_dir() and path.stat().st_ino == _BTRFS_SUBVOLUME_ROOT_INODE and _fs_type(path) == "btrfs"
+    except OSError:
+        return False
 
 
 def reflink_supported(directory: Path) -> bool:
@@ -97,3 +83,162 @@ def reflink_supported(directory: Path) -> bool:
     finally:
         probe.unlink(missing_ok=True)
         clone.unlink(missing_ok=True)
+
+
+def choose(path: Path) -> Choice:
+    """The kind of backup `path` gets, and why (shown by `plan`)."""
+    if not path.exists() and not path.is_symlink():
+        return Choice(path, ABSENT, "does not exist: nothing to keep, removed on restore")
+    if is_btrfs_subvolume(path):
+        return Choice(path, SNAPSHOT, "a btrfs subvolume: read-only snapshot, O(1)")
+    probe_dir = path if path.is_dir() else path.parent
+    if reflink_supported(probe_dir):
+        return Choice(path, REFLINK, f"{_fs_type(probe_dir)} clones files: reflink copy, no data copied")
+    return Choice(path, COPY, f"{_fs_type(probe_dir) or 'this filesystem'} has no snapshots or reflinks: full copy")
+
+
+def estimate(paths: Sequence[Path]) -> int:
+    """Bytes the backup of `paths` takes in the backup directory: a copy needs the data's size plus
+    1 % and 1 MiB; snapshots and clones need next to nothing."""
+    total = 1 << 20
+    for path in paths:
+        if choose(path).kind == COPY:
+            size = tree_size(path)
+            total += size + size // 100
+    return total
+
+
+def _slot(dest: Path, index: int) -> Path:
+    return dest / f"path-{index}"
+
+
+def _beside(path: Path, dest: Path, index: int) -> Path:
+    return path.parent / f".{path.name}.nixos-migrate-{dest.name}-{index}"
+
+
+def _try(runner: CommandRunner, argv: list[str]) -> bool:
+    try:
+        runner.run(argv, as_root=True)
+    except CommandFailed:
+        return False
+    return True
+
+
+def _snapshot(runner: CommandRunner, path: Path, candidates: list[Path]) -> Path | None:
+    for location in candidates:
+        if _try(runner, ["btrfs", "subvolume", "snapshot", "-r", str(path), str(location)]):
+            return location
+    return None
+
+
+def _clone(runner: CommandRunner, path: Path, candidates: list[Path]) -> Path | None:
+    for location in candidates:
+        if _try(runner, ["cp", "-a", "--reflink=always", "--", str(path), str(location)]):
+            return location
+        _remove(location)
+    return None
+
+
+def backup_paths(paths: Sequence[Path], dest: Path, runner: CommandRunner, progress: Progress) -> BackupInfo:
+    """Back up every path in `paths` into (or, for snapshots and clones on another filesystem,
+    beside) `dest`."""
+    slots: list[dict[str, str]] = []
+    with progress.task(f"back up {len(paths)} path(s)", total=len(paths)) as task:
+        for index, path in enumerate(paths):
+            choice = choose(path)
+            candidates = [_slot(dest, index), _beside(path, dest, index)]
+            location: Path | None = None
+            kind = choice.kind
+            if kind == SNAPSHOT:
+                location = _snapshot(runner, path, candidates)
+            elif kind == REFLINK:
+                location = _clone(runner, path, candidates)
+            if location is None and kind != ABSENT:
+                kind, location = COPY, _slot(dest, index)
+                runner.run(["cp", "-a", "--", str(path), str(location)], as_root=True)
+            slots.append({"path": str(path), "kind": kind, "location": str(location or "")})
+            task.advance()
+    copies = [s for s in slots if s["kind"] == COPY]
+    kinds = {s["kind"] for s in slots if s["kind"] != ABSENT} or {ABSENT}
+    return BackupInfo(
+        kinds.pop() if len(kinds) == 1 else "mixed",
+        dest,
+        sum(tree_size(Path(s["location"])) for s in copies),
+        _digest(copies) if copies else None,
+        {"paths": [str(p) for p in paths], "slots": slots},
+    )
+
+
+def _digest(copies: Sequence[Mapping[str, str]]) -> str:
+    return ",".join(tree_digest(Path(s["location"])) for s in copies)
+
+
+def _slots_of(backup: BackupRecord) -> list[dict[str, str]]:
+    """The slots of a backup; journals from before per-slot kinds hold copies under `present`."""
+    if "slots" in backup.detail:
+        return [dict(s) for s in backup.detail["slots"]]
+    present = set(backup.detail.get("present", []))
+    return [
+        {"path": p, "kind": COPY if p in present else ABSENT, "location": str(_slot(backup.path, i))}
+        for i, p in enumerate(backup.detail.get("paths", []))
+    ]
+
+
+def owns(backup: BackupRecord) -> bool:
+    """Whether `backup` was written by `backup_paths`."""
+    return "slots" in backup.detail or "present" in backup.detail
+
+
+def restore_paths(backup: BackupRecord, runner: CommandRunner, progress: Progress) -> None:
+    """Make every backed-up path exactly as in `backup`; the backup stays usable."""
+    slots = _slots_of(backup)
+    copies = [s for s in slots if s["kind"] == COPY]
+    if copies and backup.checksum is not None and _digest(copies) != backup.checksum:
+        raise MigrateError(
+            f"backup {backup.id} at {backup.path} does not match its checksum; it was not used",
+            hint="restore from another backup (`nixos-migrate backups`)",
+        )
+    for slot in slots:
+        if slot["kind"] != ABSENT and not Path(slot["location"]).exists():
+            raise MigrateError(f"backup {backup.id}: {slot['location']} is gone; it was not used")
+    with progress.task(f"restore {len(slots)} path(s)", total=len(slots)) as task:
+        for slot in slots:
+            path, location = Path(slot["path"]), Path(slot["location"])
+            _remove(path, runner)
+            if slot["kind"] == SNAPSHOT:
+                runner.run(["btrfs", "subvolume", "snapshot", str(location), str(path)], as_root=True)
+            elif slot["kind"] in (REFLINK, COPY):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                reflink = "--reflink=always" if slot["kind"] == REFLINK else "--reflink=auto"
+                # a mount point survives _remove; copy into it instead of beside it
+                src, dst = (f"{location}/.", str(path)) if path.is_dir() else (str(location), str(path))
+                if not _try(runner, ["cp", "-a", reflink, "--", src, dst]):
+                    runner.run(["cp", "-a", "--", src, dst], as_root=True)
+            task.advance()
+
+
+def remove_backup(backup: BackupRecord, runner: CommandRunner) -> None:
+    """Delete what `backup` holds (`backups prune`): snapshots, clones beside the data, copies."""
+    if owns(backup):
+        for slot in _slots_of(backup):
+            if slot["kind"] != ABSENT:
+                _remove(Path(slot["location"]), runner)
+    _remove(backup.path, runner)
+
+
+def _remove(path: Path, runner: CommandRunner | None = None) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        if runner is not None and is_btrfs_subvolume(path):
+            runner.run(["btrfs", "subvolume", "delete", str(path)], as_root=True)
+            return
+        if os.path.ismount(path):
+            for child in path.iterdir():
+                _remove(child, runner)
+            return
+        shutil.rmtree(path)
+
+
+def describe(backup: BackupRecord) -> dict[str, Any]:
+    return {"kinds": sorted({s["kind"] for s in _slots_of(backup)}) if owns(backup) else [backup.kind]}

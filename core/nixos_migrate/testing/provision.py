@@ -368,3 +368,33 @@ def port_open(port: int, host: str = "127.0.0.1") -> Callable[[], bool]:
 
 def write_json(path: Path, data: object) -> None:
     path.write_text(json.dumps(data, indent=2))
+
+
+@contextlib.contextmanager
+def loop_filesystem(kind: str, directory: Path, size_mb: int = 512) -> Iterator[Path]:
+    """A fresh `kind` filesystem ("btrfs", "xfs" with reflink=1, "ext4") in an image file under
+    `directory`, loop-mounted at `directory/mnt` for the body and always unmounted. Needs root and
+    the filesystem's mkfs (Debian: btrfs-progs, xfsprogs)."""
+    if os.geteuid() != 0:
+        raise ProvisionError(f"mounting a {kind} filesystem needs root")
+    mkfs = {"btrfs": ["mkfs.btrfs", "-q"], "xfs": ["mkfs.xfs", "-q", "-m", "reflink=1"], "ext4": ["mkfs.ext4", "-q"]}
+    if kind not in mkfs:
+        raise ProvisionError(f"unknown filesystem {kind!r}")
+    if shutil.which(mkfs[kind][0]) is None:
+        raise ProvisionError(f"{mkfs[kind][0]} is missing (Debian: apt-get install btrfs-progs xfsprogs)")
+    image, mnt = directory / f"{kind}.img", directory / "mnt"
+    with open(image, "wb") as handle:
+        handle.truncate(size_mb << 20)
+    _run([*mkfs[kind], str(image)], f"mkfs of {kind}")
+    mnt.mkdir()
+    _run(["mount", "-o", "loop", str(image), str(mnt)], f"mount of {kind}")
+    try:
+        yield mnt
+    finally:
+        for _ in range(50):
+            if subprocess.run(["umount", str(mnt)], capture_output=True, check=False).returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)
+        image.unlink(missing_ok=True)

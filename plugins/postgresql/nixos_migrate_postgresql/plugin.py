@@ -201,6 +201,13 @@ def check(service: Service, step: Step) -> list[Check]:
         if dst.exists() and other is None and any(dst.iterdir()):
             checks.append(Check(f"{dst} is empty", False, "it holds files that are no cluster"))
     method = str(step.data.get("method", "copy"))
+    if method in ("link", "swap"):
+        choice = filebackup.choose(src)
+        checks.append(
+            Check("backup", True, f"{choice.kind}: {choice.why} (pg_upgrade --{method} changes the old cluster)")
+        )
+    else:
+        checks.append(Check("backup", True, "the untouched old cluster is retained (renamed, O(1))"))
     new = int(step.to_version)
     if step.direction == "up":
         if method == "copy-file-range" and new < 17:

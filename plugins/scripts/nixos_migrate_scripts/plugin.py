@@ -155,6 +155,9 @@ def check(service: Service, step: Step) -> list[Check]:
         checks.append(
             Check("something to back up", False, "set settings.paths or give the migration backup and restore scripts")
         )
+    elif not action.backup:
+        for choice in map(filebackup.choose, settings.paths):
+            checks.append(Check(f"backup of {choice.path}", True, f"{choice.kind}: {choice.why}"))
     return checks
 
 
@@ -177,7 +180,7 @@ def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
 
 @hookimpl
 def restore(service: Service, backup: BackupRecord) -> bool:
-    if backup.kind == filebackup.KIND:
+    if filebackup.owns(backup):
         filebackup.restore_paths(backup, service.run, service.progress)
         return True
     if backup.checksum is not None and tree_digest(backup.path) != backup.checksum:

@@ -1,0 +1,139 @@
+"""O(1) backups on real filesystems: btrfs snapshots and reflink clones (btrfs, XFS), copy on ext4.
+
+Filesystems are created in image files and loop-mounted for each test (root; btrfs-progs and
+xfsprogs, which `./run tests` installs), and always unmounted.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from nixos_migrate.fingerprint import tree_entries
+from nixos_migrate.testing import provision
+from nixos_migrate.testing.cli import run_cli
+from nixos_migrate.testing.manifests import ManifestBuilder
+from tests.conftest import V1, V2, seed_tree
+
+
+@pytest.fixture
+def fs(tmp_path, request):
+    with provision.loop_filesystem(request.param, tmp_path, 512) as mnt:
+        yield mnt
+
+
+def _service(root: Path, data: Path, backup_dir: Path, ctl: Path) -> Path:
+    builder = ManifestBuilder(root)
+    builder.data["backup_dir"] = str(backup_dir)
+    gate = f'if [ -e "{ctl}/fail" ]; then exit 1; fi\n'
+    builder.service(
+        "app",
+        plugin="scripts",
+        target=V2,
+        settings={"paths": [str(data)]},
+        migrations=[
+            # the first step fails while `ctl/fail` exists, after changing the data
+            {"version": V1, "up": {"script": f'rm -rf "{data}/db"\necho v1 > "{data}/version"\n' + gate}},
+            {"version": V2, "up": {"script": f'echo v2 > "{data}/version"\n'}},
+        ],
+    )
+    return builder.write()
+
+
+def _free(path: Path) -> int:
+    os.sync()  # btrfs and XFS account freshly written data lazily
+    subprocess.run(["btrfs", "filesystem", "sync", str(path)], capture_output=True, check=False)
+    return shutil.disk_usage(path).free
+
+
+@pytest.mark.parametrize("fs", ["btrfs"], indirect=True)
+def test_btrfs_subvolume_gets_snapshots_and_restores_exactly(fs, tmp_path):
+    data = fs / "data"
+    subprocess.run(["btrfs", "subvolume", "create", str(data)], check=True, capture_output=True)
+    seed_tree(data)
+    (data / "big.bin").write_bytes(os.urandom(64 << 20))
+    ctl = tmp_path / "ctl"
+    ctl.mkdir()
+    manifest = _service(tmp_path, data, fs / "backups", ctl)
+
+    plan = run_cli(manifest, "plan", "--json")
+    backup_checks = [c for c in plan.json[0]["checks"] if c["name"].startswith("backup of")]
+    assert backup_checks[0]["detail"].startswith("btrfs-snapshot: a btrfs subvolume")
+    assert plan.json[0]["backup_bytes"] < 8 << 20  # no room needed for a copy of 64 MiB
+
+    (ctl / "fail").touch()
+    before = tree_entries(data)
+    free = _free(fs)
+    result = run_cli(manifest, "up")
+    assert result.code == 1, result.output
+    assert tree_entries(data) == before
+    assert free - _free(fs) < 16 << 20  # a snapshot of 64 MiB costs (almost) nothing
+
+    backups = run_cli(manifest, "backups", "--json").json
+    assert [b["kind"] for b in backups] == ["btrfs-snapshot"]
+    assert all(b["size"] == 0 for b in backups)
+    (ctl / "fail").unlink()
+    assert run_cli(manifest, "up").code == 0
+    assert (data / "version").read_text() == "v2\n"
+
+    listed = subprocess.run(["btrfs", "subvolume", "list", str(fs)], capture_output=True, text=True, check=True)
+    assert listed.stdout.count("backups/app/step-") == 3
+    assert run_cli(manifest, "backups", "prune", "app", "--keep", "0").code == 0
+    listed = subprocess.run(["btrfs", "subvolume", "list", str(fs)], capture_output=True, text=True, check=True)
+    assert "backups/app/step-" not in listed.stdout
+
+
+@pytest.mark.parametrize("fs", ["xfs", "btrfs"], indirect=True)
+def test_reflink_clones_cost_no_room_and_restore_exactly(fs, tmp_path):
+    data = fs / "data"  # a plain directory: cloned file by file
+    data.mkdir()
+    seed_tree(data)
+    (data / "big.bin").write_bytes(os.urandom(96 << 20))
+    ctl = tmp_path / "ctl"
+    ctl.mkdir()
+    manifest = _service(tmp_path, data, fs / "backups", ctl)
+    (ctl / "fail").touch()
+    before = tree_entries(data)
+    free = _free(fs)
+    assert run_cli(manifest, "up").code == 1
+    assert tree_entries(data) == before
+    assert free - _free(fs) < 24 << 20  # a copy would have taken 96 MiB
+    assert [b["kind"] for b in run_cli(manifest, "backups", "--json").json] == ["reflink"]
+
+
+@pytest.mark.parametrize("fs", ["btrfs"], indirect=True)
+def test_snapshot_lands_beside_the_data_when_backups_live_elsewhere(fs, tmp_path):
+    data = fs / "data"
+    subprocess.run(["btrfs", "subvolume", "create", str(data)], check=True, capture_output=True)
+    seed_tree(data)
+    ctl = tmp_path / "ctl"
+    ctl.mkdir()
+    manifest = _service(tmp_path, data, tmp_path / "backups-on-ext4", ctl)
+    (ctl / "fail").touch()
+    before = tree_entries(data)
+    assert run_cli(manifest, "up").code == 1
+    assert tree_entries(data) == before
+    hidden = sorted(p.name for p in fs.iterdir() if p.name.startswith(".data.nixos-migrate-"))
+    assert len(hidden) == 1
+    assert run_cli(manifest, "backups", "prune", "app", "--keep", "0").code == 0
+    assert not [p for p in fs.iterdir() if p.name.startswith(".data.nixos-migrate-")]
+
+
+def test_ext4_falls_back_to_a_checksummed_copy(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    seed_tree(data)
+    ctl = tmp_path / "ctl"
+    ctl.mkdir()
+    manifest = _service(tmp_path, data, tmp_path / "backups", ctl)
+    plan = run_cli(manifest, "plan", "--json").json[0]
+    detail = next(c["detail"] for c in plan["checks"] if c["name"].startswith("backup of"))
+    assert detail.startswith("copy: ")
+    assert run_cli(manifest, "up").code == 0
+    backups = run_cli(manifest, "backups", "--json").json
+    assert [b["kind"] for b in backups] == ["copy", "copy"]
+    assert all(b["checksum"] for b in backups)
