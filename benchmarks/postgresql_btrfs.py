@@ -1,0 +1,98 @@
+"""Benchmark: PostgreSQL upgrades on btrfs, where backups are snapshots, at two data sizes.
+
+    sudo .venv/bin/python benchmarks/postgresql_btrfs.py [--scales 70,350] [--old 16] [--new 17]
+
+For each size, on a loop-mounted btrfs filesystem (an image file under /var/tmp), the old cluster
+lives in its own subvolume; every contender starts from a writable snapshot of the same pristine
+cluster. Contenders: bare `initdb` + `pg_upgrade --link`, and nixos-migrate `up` end to end with
+`method = link` (its backup a read-only snapshot) and `method = auto` (pg_upgrade --clone, the old
+cluster retained). The backup phase's time is printed apart: it should not grow with the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from postgresql_upgrade import Bench, bare_pg_upgrade, create_pristine, nm, nm_manifest, timed
+
+from nixos_migrate.testing import provision
+
+
+def snapshot(src: Path, dst: Path) -> None:
+    subprocess.run(["btrfs", "subvolume", "snapshot", str(src), str(dst)], check=True, capture_output=True)
+
+
+def backup_seconds(log: Path) -> float | None:
+    match = re.search(r"back up before .*: done in ([0-9.]+) s", log.read_text())
+    return float(match.group(1)) if match else None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scales", default="70,350")
+    parser.add_argument("--old", default="16")
+    parser.add_argument("--new", default="17")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("run as root (loop mounts, server user)", file=sys.stderr)
+        return 2
+    rows = []
+    for scale in (int(s) for s in args.scales.split(",")):
+        work = Path(tempfile.mkdtemp(prefix="nm-btrfs-", dir="/var/tmp"))
+        size_mb = max(4096, scale * 16 * 4)  # room for the cluster, its WAL and the upgraded copies
+        with provision.loop_filesystem("btrfs", work, size_mb) as mnt:
+            b = Bench(args.old, args.new, mnt)
+            os.chown(mnt, b.user.pw_uid, b.user.pw_gid)
+            subprocess.run(["btrfs", "subvolume", "create", str(mnt / "pristine")], check=True, capture_output=True)
+            os.chown(mnt / "pristine", b.user.pw_uid, b.user.pw_gid)
+            pristine = mnt / "pristine"
+            create_pristine(b, argparse.Namespace(old=args.old, scale=scale), pristine / "data")
+            size = sum(p.stat().st_size for p in (pristine / "data").rglob("*") if p.is_file())
+            print(f"scale {scale}: {size / 2**30:.2f} GiB", flush=True)
+
+            bare = b.fresh("bare")
+            snapshot(pristine, bare / "old")
+            link = timed(bare_pg_upgrade, b, bare / "old" / "data", bare / "new", "link")
+            print(f"  pg_upgrade --link: {link:.1f} s", flush=True)
+            row = {"scale": scale, "GiB": size / 2**30, "bare link": link}
+            for method in ("link", "auto"):
+                base = b.fresh(f"nm-{method}")
+                (base / "pgdata").mkdir()
+                os.chown(base / "pgdata", b.user.pw_uid, b.user.pw_gid)
+                snapshot(pristine, base / "pgdata" / args.old)  # the old cluster is a subvolume
+                old = base / "pgdata" / args.old / "data"
+                manifest = nm_manifest(b, base, old, base / "pgdata" / args.new, method)
+                data = json.loads(manifest.read_text())
+                data["backup_dir"] = str(base / "backups")  # on the same btrfs: snapshots land there
+                manifest.write_text(json.dumps(data))
+                seconds = timed(nm, manifest, "up")
+                row[f"nixos-migrate {method}"] = seconds
+                row[f"backup ({method})"] = backup_seconds(base / "nixos-migrate-up.log") or 0.0
+                print(f"  nixos-migrate up ({method}): {seconds:.1f} s", flush=True)
+            rows.append(row)
+            subprocess.run(["rm", "-rf", str(b.sock)], check=False)
+        subprocess.run(["rm", "-rf", str(work)], check=False)
+    print(
+        "\n| scale | GiB | pg_upgrade --link | nixos-migrate link (ratio) | backup | nixos-migrate auto=clone (ratio) |"
+        " backup |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['scale']} | {r['GiB']:.2f} | {r['bare link']:.1f} s | {r['nixos-migrate link']:.1f} s "
+            f"({r['nixos-migrate link'] / r['bare link']:.2f}x) | {r['backup (link)']:.1f} s | "
+            f"{r['nixos-migrate auto']:.1f} s ({r['nixos-migrate auto'] / r['bare link']:.2f}x) | "
+            f"{r['backup (auto)']:.1f} s |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
