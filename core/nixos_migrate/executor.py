@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -580,12 +579,3 @@ class Engine:
                 filebackup.remove_backup(record, runner)
                 self.journal.mark_pruned(record.id)
             return doomed
-
-
-@contextmanager
-def engine_for(manifest: Manifest, registry: PluginRegistry, **kwargs: Any) -> Iterator[Engine]:
-    engine = Engine(manifest, registry, **kwargs)
-    try:
-        yield engine
-    finally:
-        engine.close()

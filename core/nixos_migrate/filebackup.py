@@ -23,7 +23,6 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from nixos_migrate.errors import CommandFailed, MigrateError
 from nixos_migrate.fingerprint import tree_digest, tree_size
@@ -238,7 +237,3 @@ def _remove(path: Path, runner: CommandRunner | None = None) -> None:
                 _remove(child, runner)
             return
         shutil.rmtree(path)
-
-
-def describe(backup: BackupRecord) -> dict[str, Any]:
-    return {"kinds": sorted({s["kind"] for s in _slots_of(backup)}) if owns(backup) else [backup.kind]}

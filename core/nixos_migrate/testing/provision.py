@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import pwd
 import re
@@ -364,10 +363,6 @@ def port_open(port: int, host: str = "127.0.0.1") -> Callable[[], bool]:
             return s.connect_ex((host, port)) == 0
 
     return probe
-
-
-def write_json(path: Path, data: object) -> None:
-    path.write_text(json.dumps(data, indent=2))
 
 
 @contextlib.contextmanager

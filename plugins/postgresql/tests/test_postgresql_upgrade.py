@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import pytest
-from conftest import LIVED_IN  # noqa: F401 - the data every hop carries (see conftest)
 
 # (from, to, method, layout): `same` keeps one data directory, `split` one per major (NixOS)
 HOPS = [
