@@ -48,6 +48,7 @@ def main() -> int:
         work = Path(tempfile.mkdtemp(prefix="nm-btrfs-", dir="/var/tmp"))
         size_mb = max(4096, scale * 16 * 4)  # room for the cluster, its WAL and the upgraded copies
         with provision.loop_filesystem("btrfs", work, size_mb) as mnt:
+            provision.traversable(mnt)  # mkdtemp made its parent 0700; the server user walks through
             b = Bench(args.old, args.new, mnt)
             os.chown(mnt, b.user.pw_uid, b.user.pw_gid)
             subprocess.run(["btrfs", "subvolume", "create", str(mnt / "pristine")], check=True, capture_output=True)
