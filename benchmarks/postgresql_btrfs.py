@@ -2,9 +2,9 @@
 
     sudo .venv/bin/python benchmarks/postgresql_btrfs.py [--scales 70,350] [--old 16] [--new 17]
 
-For each size, on a loop-mounted btrfs filesystem (an image file under /var/tmp), the old cluster
-lives in its own subvolume; every contender starts from a writable snapshot of the same pristine
-cluster. Contenders: bare `initdb` + `pg_upgrade --link`, and nixos-migrate `up` end to end with
+For each size, on a loop-mounted btrfs filesystem (an image file under /var/tmp), the clusters
+live in one subvolume (hard links, which `--link` makes, cannot cross subvolumes); every contender
+starts from a writable snapshot of that subvolume. Contenders: bare `initdb` + `pg_upgrade --link`, and nixos-migrate `up` end to end with
 `method = link` (its backup a read-only snapshot) and `method = auto` (pg_upgrade --clone, the old
 cluster retained). The backup phase's time is printed apart: it should not grow with the data.
 """
@@ -54,22 +54,19 @@ def main() -> int:
             subprocess.run(["btrfs", "subvolume", "create", str(mnt / "pristine")], check=True, capture_output=True)
             os.chown(mnt / "pristine", b.user.pw_uid, b.user.pw_gid)
             pristine = mnt / "pristine"
-            create_pristine(b, argparse.Namespace(old=args.old, scale=scale), pristine / "data")
-            size = sum(p.stat().st_size for p in (pristine / "data").rglob("*") if p.is_file())
+            create_pristine(b, argparse.Namespace(old=args.old, scale=scale), pristine / args.old)
+            size = sum(p.stat().st_size for p in (pristine / args.old).rglob("*") if p.is_file())
             print(f"scale {scale}: {size / 2**30:.2f} GiB", flush=True)
 
             bare = b.fresh("bare")
-            snapshot(pristine, bare / "old")
-            link = timed(bare_pg_upgrade, b, bare / "old" / "data", bare / "new", "link")
+            snapshot(pristine, bare / "pg")
+            link = timed(bare_pg_upgrade, b, bare / "pg" / args.old, bare / "pg" / args.new, "link")
             print(f"  pg_upgrade --link: {link:.1f} s", flush=True)
             row = {"scale": scale, "GiB": size / 2**30, "bare link": link}
             for method in ("link", "auto"):
                 base = b.fresh(f"nm-{method}")
-                (base / "pgdata").mkdir()
-                os.chown(base / "pgdata", b.user.pw_uid, b.user.pw_gid)
-                snapshot(pristine, base / "pgdata" / args.old)  # the old cluster is a subvolume
-                old = base / "pgdata" / args.old / "data"
-                manifest = nm_manifest(b, base, old, base / "pgdata" / args.new, method)
+                snapshot(pristine, base / "pgdata")
+                manifest = nm_manifest(b, base, base / "pgdata" / args.old, base / "pgdata" / args.new, method)
                 data = json.loads(manifest.read_text())
                 data["backup_dir"] = str(base / "backups")  # on the same btrfs: snapshots land there
                 manifest.write_text(json.dumps(data))

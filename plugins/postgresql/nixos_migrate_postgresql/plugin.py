@@ -215,7 +215,9 @@ def check(service: Service, step: Step) -> list[Check]:
         if method == "swap" and new < 18:
             checks.append(Check("method swap", False, "pg_upgrade has --swap from 18"))
         if method in ("link", "clone", "copy-file-range", "swap") and not same_filesystem(src, dst.parent):
-            checks.append(Check(f"method {method}", False, f"{src} and {dst} are on different filesystems"))
+            checks.append(
+                Check(f"method {method}", False, f"{src} and {dst} are on different filesystems or btrfs subvolumes")
+            )
     if not all(c.ok for c in checks):
         return checks
     found, _ = _inspect_source(service, step, src, fingerprint_too=False)
