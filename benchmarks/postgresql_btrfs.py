@@ -6,8 +6,9 @@ For each size, on a loop-mounted btrfs filesystem (an image file under /var/tmp)
 live in one subvolume (hard links, which `--link` makes, cannot cross subvolumes); every contender
 starts from a writable snapshot of that subvolume. Contenders: bare `initdb` + `pg_upgrade
 --link`, and nixos-migrate `up` end to end with
-`method = link` (its backup a read-only snapshot) and `method = auto` (pg_upgrade --clone, the old
-cluster retained). The backup phase's time is printed apart: it should not grow with the data.
+`method = link` (its backup a reflink clone of the old cluster) and `method = auto` (pg_upgrade
+--clone, the old cluster retained). The phases nixos-migrate prints are shown too: the file-level
+backup should not grow with the data.
 """
 
 from __future__ import annotations
