@@ -137,3 +137,24 @@ def test_ext4_falls_back_to_a_checksummed_copy(tmp_path):
     backups = run_cli(manifest, "backups", "--json").json
     assert [b["kind"] for b in backups] == ["copy", "copy"]
     assert all(b["checksum"] for b in backups)
+
+
+@pytest.mark.parametrize("fs", ["btrfs"], indirect=True)
+def test_rollback_after_a_kill_during_backup_deletes_the_snapshot(fs, tmp_path):
+    data = fs / "data"
+    subprocess.run(["btrfs", "subvolume", "create", str(data)], check=True, capture_output=True)
+    seed_tree(data)
+    ctl = tmp_path / "ctl"
+    ctl.mkdir()
+    manifest = _service(tmp_path, data, fs / "backups", ctl)
+    before = tree_entries(data)
+    killed = run_cli(manifest, "up", env={"NIXOS_MIGRATE_FAULT": "kill:backup"})
+    assert killed.code == -9
+    listed = subprocess.run(["btrfs", "subvolume", "list", str(fs)], capture_output=True, text=True, check=True)
+    assert "backups/app/step-1" in listed.stdout  # the unrecorded snapshot of the interrupted step
+    rolled = run_cli(manifest, "up", "--rollback")
+    assert rolled.code == 0, rolled.output
+    listed = subprocess.run(["btrfs", "subvolume", "list", str(fs)], capture_output=True, text=True, check=True)
+    assert "backups/app/step-1" not in listed.stdout
+    assert tree_entries(data) == before
+    assert run_cli(manifest, "up").code == 0

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -404,8 +404,7 @@ class Engine:
         dest = self._backup_dest(service, step_id, step)
         self._private_dir(service.backup_dir, service)
         self._private_dir(service.state_dir, service)
-        if dest.exists():
-            shutil.rmtree(dest)  # a partial backup of this very step, never recorded
+        filebackup.discard(dest, service.run)  # a partial backup of this very step, never recorded
         self._private_dir(dest, service)
         try:
             with self.progress.task(f"{service.name}: back up before {step.label}"):
@@ -414,7 +413,8 @@ class Engine:
                 raise PluginError(f"plugin {hooks.name!r} did not write a backup for {step.label}")
             faults.at_end_of("backup", service.name)
         except BaseException as exc:
-            shutil.rmtree(dest, ignore_errors=True)
+            with contextlib.suppress(OSError, MigrateError):
+                filebackup.discard(dest, service.run)
             self.journal.end_step(step_id, "restored", f"backup failed: {exc}")
             if isinstance(exc, Exception):
                 raise StepFailed(
@@ -512,7 +512,8 @@ class Engine:
         report = RunReport(service.name, flight.step.from_version, flight.step.from_version)
         if flight.phase == "backup" or flight.backup is None:
             # the data was not touched yet; drop what the interrupted backup wrote
-            shutil.rmtree(self._backup_dest(service, flight.step_id, flight.step), ignore_errors=True)
+            with contextlib.suppress(OSError, MigrateError):
+                filebackup.discard(self._backup_dest(service, flight.step_id, flight.step), service.run)
             self.journal.end_step(flight.step_id, "rolled-back", "interrupted during backup")
             report.steps.append(StepReport(flight.step, "rolled-back"))
             return report

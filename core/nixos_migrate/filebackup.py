@@ -225,6 +225,14 @@ def remove_backup(backup: BackupRecord, runner: CommandRunner) -> None:
     _remove(backup.path, runner)
 
 
+def discard(path: Path, runner: CommandRunner) -> None:
+    """Delete `path` whatever it holds, read-only btrfs snapshots included (partial backups)."""
+    if path.exists() or path.is_symlink():
+        for child in list(path.iterdir()) if path.is_dir() and not is_btrfs_subvolume(path) else []:
+            _remove(child, runner)
+        _remove(path, runner)
+
+
 def _remove(path: Path, runner: CommandRunner | None = None) -> None:
     if path.is_symlink() or path.is_file():
         path.unlink()
