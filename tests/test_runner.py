@@ -22,6 +22,14 @@ def test_pipeline_failure_names_the_stage_and_its_stderr():
     assert "sed" in info.value.output
 
 
+def test_pipeline_blames_the_failing_reader_not_the_writer_it_cut_off():
+    """`yes` is killed by SIGPIPE when `head` fails; the failure reported is head's."""
+    runner = CommandRunner(Identity.lookup(None))
+    with pytest.raises(CommandFailed) as info:
+        runner.pipeline([["yes"], ["head", "--bogus-option"]])
+    assert info.value.argv[0] == "head"
+
+
 def test_pipeline_missing_program():
     runner = CommandRunner(Identity.lookup(None))
     with pytest.raises(CommandFailed) as info:

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import pwd
+import signal
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -159,10 +160,13 @@ class CommandRunner:
                     p.kill()
                     p.wait()
                 raise CommandFailed([str(exc.filename)], 127, f"{exc.filename}: command not found") from None
-            for stage, code, err in zip(stages, codes, errs, strict=True):
-                if code != 0:
-                    err.seek(0)
-                    raise CommandFailed([str(a) for a in stage], code, err.read().decode("utf-8", "replace"))
+            failed = [(stage, code, err) for stage, code, err in zip(stages, codes, errs, strict=True) if code != 0]
+            # a stage killed by SIGPIPE only lost its reader: blame the stage that really failed
+            cause = [f for f in failed if f[1] != -signal.SIGPIPE] or failed
+            if cause:
+                stage, code, err = cause[0]
+                err.seek(0)
+                raise CommandFailed([str(a) for a in stage], code, err.read().decode("utf-8", "replace"))
         return Completed(0, output.decode("utf-8", "replace"))
 
     def run(
