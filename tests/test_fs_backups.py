@@ -44,6 +44,16 @@ def _service(root: Path, data: Path, backup_dir: Path, ctl: Path) -> Path:
     return builder.write()
 
 
+def _subvolume_service(fs: Path, tmp_path: Path, backup_dir: Path) -> tuple[Path, Path, Path]:
+    """Data seeded in a btrfs subvolume under `fs`, a scripts service over it; (data, ctl, manifest)."""
+    data = fs / "data"
+    subprocess.run(["btrfs", "subvolume", "create", str(data)], check=True, capture_output=True)
+    seed_tree(data)
+    ctl = tmp_path / "ctl"
+    ctl.mkdir()
+    return data, ctl, _service(tmp_path, data, backup_dir, ctl)
+
+
 def _free(path: Path) -> int:
     os.sync()  # btrfs and XFS account freshly written data lazily
     subprocess.run(["btrfs", "filesystem", "sync", str(path)], capture_output=True, check=False)
@@ -107,12 +117,7 @@ def test_reflink_clones_cost_no_room_and_restore_exactly(fs, tmp_path):
 
 @pytest.mark.parametrize("fs", ["btrfs"], indirect=True)
 def test_snapshot_lands_beside_the_data_when_backups_live_elsewhere(fs, tmp_path):
-    data = fs / "data"
-    subprocess.run(["btrfs", "subvolume", "create", str(data)], check=True, capture_output=True)
-    seed_tree(data)
-    ctl = tmp_path / "ctl"
-    ctl.mkdir()
-    manifest = _service(tmp_path, data, tmp_path / "backups-on-ext4", ctl)
+    data, ctl, manifest = _subvolume_service(fs, tmp_path, tmp_path / "backups-on-ext4")
     (ctl / "fail").touch()
     before = tree_entries(data)
     assert run_cli(manifest, "up").code == 1
@@ -141,12 +146,7 @@ def test_ext4_falls_back_to_a_checksummed_copy(tmp_path):
 
 @pytest.mark.parametrize("fs", ["btrfs"], indirect=True)
 def test_rollback_after_a_kill_during_backup_deletes_the_snapshot(fs, tmp_path):
-    data = fs / "data"
-    subprocess.run(["btrfs", "subvolume", "create", str(data)], check=True, capture_output=True)
-    seed_tree(data)
-    ctl = tmp_path / "ctl"
-    ctl.mkdir()
-    manifest = _service(tmp_path, data, fs / "backups", ctl)
+    data, _ctl, manifest = _subvolume_service(fs, tmp_path, fs / "backups")
     before = tree_entries(data)
     killed = run_cli(manifest, "up", env={"NIXOS_MIGRATE_FAULT": "kill:backup"})
     assert killed.code == -9
