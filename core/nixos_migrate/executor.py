@@ -472,6 +472,14 @@ class Engine:
             raise PluginError(f"plugin {hooks.name!r} did not restore backup {backup.id}")
         faults.at_end_of("restore", service.name)
 
+    def _restore_and_verify(self, service: Service, hooks: PluginHooks, backup: BackupRecord) -> list[Check]:
+        """Put `backup` back and check the result; a failed check is a failed restore."""
+        self._restore_backup(service, hooks, backup)
+        checks = self._verify(service)
+        if failed := _failed(checks):
+            raise MigrateError("verify after restore failed: " + "; ".join(c.name for c in failed))
+        return checks
+
     def _restore_after_failure(
         self,
         service: Service,
@@ -486,9 +494,7 @@ class Engine:
         reason = str(cause) if isinstance(cause, Exception) else type(cause).__name__
         self.journal.set_phase(step_id, "restore")
         try:
-            self._restore_backup(service, hooks, record)
-            if failed := _failed(self._verify(service)):
-                raise MigrateError("verify after restore failed: " + "; ".join(c.name for c in failed))
+            self._restore_and_verify(service, hooks, record)
         except Exception as exc:
             # the step stays in flight (phase restore): every later run refuses until it is resolved
             raise RestoreFailed(
@@ -521,10 +527,7 @@ class Engine:
         service.control.stop()
         service.step = flight.step
         try:
-            self._restore_backup(service, hooks, flight.backup)
-            checks = self._verify(service)
-            if failed := _failed(checks):
-                raise MigrateError("verify after restore failed: " + "; ".join(c.name for c in failed))
+            checks = self._restore_and_verify(service, hooks, flight.backup)
         except MigrateError as exc:
             raise RestoreFailed(
                 f"{service.name}: restoring backup {flight.backup.id} ({flight.backup.path}) failed: {exc.message}",
@@ -558,6 +561,7 @@ class Engine:
                 service, hooks, flight.step_id, step, flight.backup, restores, skip_apply=flight.phase == "verify"
             )
         finally:
+            service.step = None
             service.control.restart_if_stopped()
         report.steps.append(result)
         report.end_version = step.to_version

@@ -23,19 +23,32 @@ _NEWER_SETTINGS: list[tuple[int, re.Pattern[str]]] = [
 ]
 
 
+#: (first major that accepts it, what dumps write, what older majors take instead)
+_OLDER_SPELLINGS: list[tuple[int, str, str]] = [
+    (15, " LOCALE_PROVIDER = libc", ""),
+]
+
+
 def _adapt_line(line: str, target_major: int, superuser: str) -> str | None:
     """The line as the target major takes it, or None to drop it."""
     if any(target_major < since and pattern.match(line) for since, pattern in _NEWER_SETTINGS):
         return None
     if line.rstrip() == f"CREATE ROLE {_quote(superuser)};":
         return None  # the bootstrap superuser exists in every new cluster
-    if target_major < 15:
-        return line.replace(" LOCALE_PROVIDER = libc", "")
+    for before, old, new in _OLDER_SPELLINGS:
+        if target_major < before:
+            line = line.replace(old, new)
     return line
 
 
 def _quote(name: str) -> str:
     return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else '"' + name.replace('"', '""') + '"'
+
+
+def _sed_literal(text: str, replacement: bool = False) -> str:
+    """`text` matched (or inserted) literally by sed's basic regular expressions."""
+    special = "\\/&" if replacement else "\\/.*[]^$"
+    return "".join("\\" + c if c in special else c for c in text)
 
 
 def _sed_program(target_major: int) -> list[str]:
@@ -44,8 +57,9 @@ def _sed_program(target_major: int) -> list[str]:
     for since, pattern in _NEWER_SETTINGS:
         if target_major < since:
             args += ["-e", f"/{pattern.pattern}/d"]
-    if target_major < 15:
-        args += ["-e", "s/ LOCALE_PROVIDER = libc//"]
+    for before, old, new in _OLDER_SPELLINGS:
+        if target_major < before:
+            args += ["-e", f"s/{_sed_literal(old)}/{_sed_literal(new, replacement=True)}/g"]
     return args or ["-e", ""]
 
 
