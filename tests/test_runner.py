@@ -40,3 +40,24 @@ def test_pipeline_missing_program():
 def test_run_missing_program_is_command_failed():
     with pytest.raises(CommandFailed, match="command not found"):
         CommandRunner(Identity.lookup(None)).run(["no-such-program-xyz"])
+
+
+def test_stop_process_escalates_to_sigkill():
+    import signal
+    import subprocess
+    import time
+
+    from nixos_migrate.runner import stop_process
+
+    stubborn = subprocess.Popen(
+        ["bash", "-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done"], stdout=subprocess.PIPE
+    )
+    assert stubborn.stdout is not None
+    stubborn.stdout.readline()  # the trap is set
+    start = time.monotonic()
+    stop_process(stubborn, [(signal.SIGTERM, 0.3)])
+    assert stubborn.returncode == -signal.SIGKILL
+    assert time.monotonic() - start < 5
+    polite = subprocess.Popen(["sleep", "30"])
+    stop_process(polite, [(signal.SIGTERM, 5)])
+    assert polite.returncode == -signal.SIGTERM

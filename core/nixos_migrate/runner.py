@@ -89,6 +89,24 @@ def clean_environment(identity: Identity, extra: Mapping[str, str] | None = None
     return env
 
 
+def stop_process(process: subprocess.Popen[bytes], steps: Sequence[tuple[int, float]], *, group: bool = False) -> None:
+    """Stop `process` by pid: send each signal of `steps` and wait its seconds; SIGKILL last.
+    With `group`, signal its whole process group (started with start_new_session)."""
+    if process.poll() is not None:
+        return
+    for sig, wait in [*steps, (signal.SIGKILL, None)]:
+        with contextlib.suppress(ProcessLookupError):
+            if group:
+                os.killpg(process.pid, sig)
+            else:
+                process.send_signal(sig)
+        try:
+            process.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 class CommandRunner:
     """Runs argv lists as a given identity with the clean environment described above."""
 

@@ -35,6 +35,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from nixos_migrate.runner import stop_process
+
 CACHE_ENV = "NIXOS_MIGRATE_CACHE"
 TEST_USER = "nixos-migrate-test"
 
@@ -338,16 +340,8 @@ class Server:
         return ""
 
     def stop(self, timeout: float = 30) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, [(signal.SIGTERM, timeout)], group=True)
 
     def __enter__(self) -> Server:
         return self

@@ -20,6 +20,7 @@ import psycopg
 
 from nixos_migrate.context import Service
 from nixos_migrate.errors import MigrateError
+from nixos_migrate.runner import stop_process
 
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 120.0
@@ -115,21 +116,9 @@ class PrivateServer:
             return ""
 
     def stop(self) -> None:
-        """Fast shutdown by pid; SIGKILL of the process group's server if it does not stop in time."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGQUIT)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        """Fast shutdown by pid, then immediate shutdown, then SIGKILL if it does not stop in time."""
+        if self.process is not None:
+            stop_process(self.process, [(signal.SIGINT, STOP_TIMEOUT), (signal.SIGQUIT, 10)])
 
     def __enter__(self) -> PrivateServer:
         return self.start()
