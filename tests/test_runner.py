@@ -61,3 +61,19 @@ def test_stop_process_escalates_to_sigkill():
     polite = subprocess.Popen(["sleep", "30"])
     stop_process(polite, [(signal.SIGTERM, 5)])
     assert polite.returncode == -signal.SIGTERM
+
+
+def test_wait_ready_reports_ready_exit_and_timeout():
+    import subprocess
+
+    from nixos_migrate.runner import wait_ready
+
+    quitter = subprocess.Popen(["sh", "-c", "exit 7"])
+    assert wait_ready(quitter, lambda: False, 10) == "exited with 7"
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        assert wait_ready(sleeper, lambda: False, 0.2) == "not ready after 0 s"
+        assert wait_ready(sleeper, lambda: True, 0.2) is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()

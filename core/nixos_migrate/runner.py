@@ -20,7 +20,8 @@ import pwd
 import signal
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,19 @@ def clean_environment(identity: Identity, extra: Mapping[str, str] | None = None
         env["TZ"] = os.environ["TZ"]
     env.update(extra or {})
     return env
+
+
+def wait_ready(process: subprocess.Popen[bytes], ready: Callable[[], bool], timeout: float) -> str | None:
+    """Poll `ready` until it holds; None when it does, else why not ("exited with N", "not ready
+    after T s"). The caller stops the process on failure and says what it was."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if process.poll() is not None:
+            return f"exited with {process.returncode}"
+        if time.monotonic() > deadline:
+            return f"not ready after {timeout:.0f} s"
+        time.sleep(0.05)
+    return None
 
 
 def stop_process(process: subprocess.Popen[bytes], steps: Sequence[tuple[int, float]], *, group: bool = False) -> None:

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nixos_migrate.runner import stop_process
+from nixos_migrate.runner import stop_process, wait_ready
 
 CACHE_ENV = "NIXOS_MIGRATE_CACHE"
 TEST_USER = "nixos-migrate-test"
@@ -324,14 +324,10 @@ class Server:
             start_new_session=True,
             **kwargs,
         )  # type: ignore[call-overload]
-        deadline = time.monotonic() + timeout
-        while not ready():
-            if self.process.poll() is not None:
-                raise ProvisionError(f"{self.argv[0]} exited with {self.process.returncode}: {self._tail()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise ProvisionError(f"{self.argv[0]} did not become ready in {timeout} s: {self._tail()}")
-            time.sleep(0.05)
+        problem = wait_ready(self.process, ready, timeout)
+        if problem is not None:
+            self.stop()
+            raise ProvisionError(f"{self.argv[0]} {problem}: {self._tail()}")
         return self
 
     def _tail(self) -> str:

@@ -12,7 +12,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import psycopg
 
 from nixos_migrate.context import Service
 from nixos_migrate.errors import MigrateError
-from nixos_migrate.runner import stop_process
+from nixos_migrate.runner import stop_process, wait_ready
 
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 120.0
@@ -90,16 +89,10 @@ class PrivateServer:
             [self.prefix / "bin" / "postgres", "-D", self.data_dir, "-p", str(self.port), "-c", f"config_file={conf}"],
             log=self.log,
         )
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self._ready():
-            if self.process.poll() is not None:
-                raise MigrateError(
-                    f"PostgreSQL on {self.data_dir} did not start (exit {self.process.returncode}):\n{self._log_tail()}"
-                )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise MigrateError(f"PostgreSQL on {self.data_dir} did not become ready:\n{self._log_tail()}")
-            time.sleep(0.05)
+        problem = wait_ready(self.process, self._ready, START_TIMEOUT)
+        if problem is not None:
+            self.stop()
+            raise MigrateError(f"PostgreSQL on {self.data_dir} did not start ({problem}):\n{self._log_tail()}")
         return self
 
     def _ready(self) -> bool:
