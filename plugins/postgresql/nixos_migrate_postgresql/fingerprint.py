@@ -7,6 +7,15 @@ block ranges in parallel); sequences by value; large objects by count and hash. 
 roles and their attributes. Output settings that change a row's text
 (dates, time zones, intervals, bytea, floats, money) are fixed first, so the same rows hash the
 same on every major.
+
+Depths:
+- `full` reads every row: the comparison for logical copies (dump and reload, downgrades).
+- `sample` is for pg_upgrade's physical methods, which carry every relation file byte for byte:
+  tables above `sample_above` blocks are recorded by their exact main-fork size plus the rows of a
+  `TABLESAMPLE SYSTEM (p) REPEATABLE (0)` of about `sample_blocks` blocks. SYSTEM picks a block
+  by hashing its number with the seed (the same code since 9.5), so identical files give the same
+  blocks on every major, and the read costs the same at 1 GB and at 1 TB.
+- `shape` lists the objects without reading tables (a plain `verify` with nothing to compare).
 """
 
 from __future__ import annotations
@@ -14,13 +23,14 @@ from __future__ import annotations
 import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 from psycopg import sql
 
 from nixos_migrate_postgresql.server import PrivateServer
 
 Fingerprint = dict[str, Any]
+Depth = Literal["full", "sample", "shape"]
 
 _STABLE_OUTPUT = (
     "SET datestyle = 'ISO, YMD'; SET timezone = 'UTC'; SET intervalstyle = 'postgres';"
@@ -29,6 +39,10 @@ _STABLE_OUTPUT = (
 _ROW_HASH = "coalesce(sum(hashtextextended({row}::text, 0)), 0)::text"
 #: tables larger than this many blocks are hashed in block ranges by several connections at once
 _CHUNK_BLOCKS = 8192
+#: in `sample` depth, tables above this many blocks (64 MiB) are sampled ...
+SAMPLE_ABOVE = 8192
+#: ... reading about this many of their blocks
+SAMPLE_BLOCKS = 4096
 _USER_SCHEMAS = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)'"
 
 
@@ -50,9 +64,11 @@ def _database_shape(server: PrivateServer, db: str) -> tuple[dict[str, Any], lis
         lo = conn.execute(
             "SELECT count(*), " + _ROW_HASH.format(row="md5(lo_get(oid))") + " FROM pg_largeobject_metadata"
         ).fetchone()
+        # the real size, not pg_class.relpages: statistics are stale or absent right after pg_upgrade
         rows = conn.execute(
-            "SELECT n.nspname || '.' || c.relname, c.relpages FROM pg_class c JOIN pg_namespace n"
-            f" ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'm') AND {_USER_SCHEMAS}"
+            "SELECT n.nspname || '.' || c.relname, pg_relation_size(c.oid) / current_setting('block_size')::int"
+            f" FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'm')"
+            f" AND {_USER_SCHEMAS}"
         ).fetchall()
         sizes = {str(k): int(str(v)) for k, v in rows}
     shape: dict[str, Any] = {
@@ -68,9 +84,10 @@ def _database_shape(server: PrivateServer, db: str) -> tuple[dict[str, Any], lis
 
 
 def _table(
-    server: PrivateServer, db: str, schema: str, name: str, kind: str, blocks: tuple[int, int] | None
+    server: PrivateServer, db: str, schema: str, name: str, kind: str, blocks: tuple[int, int] | None, sample: float
 ) -> tuple[str, list[int]]:
-    """Row count and hash sum of a table (or of the block range `blocks` of it); a sequence's value."""
+    """Row count and hash sum of a table (or of the block range `blocks` of it, or of a repeatable
+    `sample` percent of its blocks); a sequence's value."""
     ident = sql.Identifier(schema, name)
     with server.connect(db) as conn:
         conn.execute(_STABLE_OUTPUT)
@@ -78,7 +95,9 @@ def _table(
             row = conn.execute(sql.SQL("SELECT last_value, is_called::int FROM {}").format(ident)).fetchone()
         else:
             where: sql.Composable = sql.SQL("")
-            if blocks is not None:
+            if sample:
+                where = sql.SQL(" TABLESAMPLE SYSTEM ({}) REPEATABLE (0)").format(sql.Literal(sample))
+            elif blocks is not None:
                 where = sql.SQL(" WHERE t.ctid >= {} AND t.ctid < {}").format(
                     sql.Literal(f"({blocks[0]},0)"), sql.Literal(f"({blocks[1]},0)")
                 )
@@ -89,27 +108,46 @@ def _table(
     return f"{db}/{schema}.{name}", [int(str(v)) for v in (row or ())]
 
 
+def _sample_percent(pages: int, sample_above: int, sample_blocks: int) -> float:
+    """The share of a table's blocks that `sample` depth reads; 0 for a table read whole."""
+    if pages <= sample_above:
+        return 0.0
+    return round(100.0 * sample_blocks / pages, 6)
+
+
 def _pieces(
-    work: list[tuple[str, str, str, str]], sizes: dict[str, int], jobs: int, chunk_blocks: int
+    work: list[tuple[str, str, str, str]], sizes: dict[str, int], jobs: int, chunk_blocks: int, sampled: set[str]
 ) -> list[tuple[Any, ...]]:
-    """Split large tables into block ranges (TID range scans) so that `jobs` connections share them."""
+    """Split large tables into block ranges (TID range scans) so that `jobs` connections share them;
+    a sampled table is one piece."""
     pieces: list[tuple[Any, ...]] = []
     for db, schema, name, kind in work:
-        pages = sizes.get(f"{db}/{schema}.{name}", 0)
+        key = f"{db}/{schema}.{name}"
+        pages = sizes.get(key, 0)
+        if key in sampled:
+            pieces.append((db, schema, name, kind, None, True))
+            continue
         if kind == "S" or pages <= chunk_blocks or jobs < 2:
-            pieces.append((db, schema, name, kind, None))
+            pieces.append((db, schema, name, kind, None, False))
             continue
         step = max(chunk_blocks, -(-pages // (jobs * 2)))
         starts = list(range(0, pages, step))
         for i, start in enumerate(starts):
             # the last range is open-ended: the table may have grown since relpages was counted
             end = starts[i + 1] if i + 1 < len(starts) else 2**32 - 1
-            pieces.append((db, schema, name, kind, (start, end)))
+            pieces.append((db, schema, name, kind, (start, end), False))
     return pieces
 
 
-def take(server: PrivateServer, jobs: int = 2, chunk_blocks: int = _CHUNK_BLOCKS) -> Fingerprint:
-    """The fingerprint of everything the running `server` holds."""
+def take(
+    server: PrivateServer,
+    jobs: int = 2,
+    chunk_blocks: int = _CHUNK_BLOCKS,
+    depth: Depth = "full",
+    sample_above: int = SAMPLE_ABOVE,
+    sample_blocks: int = SAMPLE_BLOCKS,
+) -> Fingerprint:
+    """The fingerprint of everything the running `server` holds, read to `depth` (see above)."""
     with server.connect("postgres") as conn:
         databases = conn.execute(
             "SELECT datname, pg_encoding_to_char(encoding), datcollate, datctype, datallowconn FROM pg_database"
@@ -120,6 +158,7 @@ def take(server: PrivateServer, jobs: int = 2, chunk_blocks: int = _CHUNK_BLOCKS
             " rolconnlimit FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1"
         ).fetchall()
     result: Fingerprint = {
+        "depth": depth,
         "roles": [[str(v) for v in r] for r in roles],
         "databases": {},
     }
@@ -134,16 +173,30 @@ def take(server: PrivateServer, jobs: int = 2, chunk_blocks: int = _CHUNK_BLOCKS
             entry |= shape
             work += [(db, s, r, kinds[f"{s}.{r}"]) for db, s, r in tables]
         result["databases"][str(name)] = entry
+    if depth == "shape":
+        return result
+    percent = {
+        key: _sample_percent(pages, sample_above, sample_blocks) if depth == "sample" else 0.0
+        for key, pages in sizes.items()
+    }
+    sampled = {key for key, p in percent.items() if p}
+
+    def hashed(piece: tuple[Any, ...]) -> tuple[str, list[int]]:
+        db, schema, name, kind, blocks, sampling = piece
+        return _table(server, db, schema, name, kind, blocks, percent[f"{db}/{schema}.{name}"] if sampling else 0.0)
+
     totals: dict[str, list[int]] = {}
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        for key, values in pool.map(lambda w: _table(server, *w), _pieces(work, sizes, jobs, chunk_blocks)):
+        for key, values in pool.map(hashed, _pieces(work, sizes, jobs, chunk_blocks, sampled)):
             if key in totals and len(values) == 2 and len(totals[key]) == 2:
                 totals[key] = [totals[key][0] + values[0], totals[key][1] + values[1]]
             else:
                 totals[key] = values
     for key, values in totals.items():
         db, _, table = key.partition("/")
-        result["databases"][db]["tables"][table] = [str(v) for v in values]
+        # a sampled table: its exact size, then the sample's row count and hash
+        prefix = [f"{sizes[key]} blocks", f"sample {percent[key]}%"] if key in sampled else []
+        result["databases"][db]["tables"][table] = prefix + [str(v) for v in values]
     return result
 
 

@@ -29,6 +29,10 @@ class PostgresSettings(BaseModel):
     password_file: a file holding the superuser's password, for clusters whose pg_hba.conf
         requires one on the local socket (pg_upgrade connects with it). Never put it in argv.
     superuser: the cluster's bootstrap superuser (default: found by asking the cluster).
+    verify_depth: how much of the content the fingerprint before a step and the comparison after
+        it read: full (every row of every table), sample (tables above 64 MiB by exact size and a
+        repeatable sample of their blocks; only for pg_upgrade's methods, which carry the files
+        byte for byte), or auto (sample for pg_upgrade, full for dump and downgrades).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -43,6 +47,7 @@ class PostgresSettings(BaseModel):
     port: int = Field(default=50432, ge=1024, le=65000)
     password_file: AbsolutePath | None = None
     superuser: str | None = None
+    verify_depth: Literal["auto", "full", "sample"] = "auto"
 
     @field_validator("packages")
     @classmethod

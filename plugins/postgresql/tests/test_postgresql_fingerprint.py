@@ -1,6 +1,7 @@
 # mypy: allow-untyped-defs, allow-untyped-calls, allow-incomplete-defs
-"""The plugin's fingerprint: block-range hashing of big tables equals hashing them whole, and a
-changed row is found and named."""
+"""The plugin's fingerprint: block-range hashing of big tables equals hashing them whole, a
+changed row is found and named, and the sampled depth picks the same blocks before and after a real
+pg_upgrade across majors."""
 
 from __future__ import annotations
 
@@ -13,16 +14,20 @@ from nixos_migrate_postgresql import fingerprint
 from nixos_migrate_postgresql.server import running
 
 
-def test_chunked_hash_equals_whole_table_and_differences_name_the_table(cluster_factory, pg_service, pg_root):
-    cluster = cluster_factory("17", pg_root / "data")
-    svc = pg_service(pg_root / "data", ("17",))
-    manifest = parse_manifest(json.dumps(json.loads(svc.manifest("17").read_text())), "m.json", "json")
+def _server(svc, target, prefix, data):
+    """A private server of the plugin's own kind on the cluster in `data`."""
+    manifest = parse_manifest(json.dumps(json.loads(svc.manifest(target).read_text())), "m.json", "json")
     engine = Engine(manifest, PluginRegistry.discover())
     service = engine.service("db")
     engine._private_dir(service.state_dir, service)
-    prefix = cluster.prefix
-    sock = pg_root / "sock" / "plugin"
-    with running(service, prefix, cluster.data, sock.resolve(), svc.settings["port"]) as server:
+    sock = svc.root / "sock" / "plugin"
+    return running(service, prefix, data, sock.resolve(), svc.settings["port"])
+
+
+def test_chunked_hash_equals_whole_table_and_differences_name_the_table(cluster_factory, pg_service, pg_root):
+    cluster = cluster_factory("17", pg_root / "data")
+    svc = pg_service(pg_root / "data", ("17",))
+    with _server(svc, "17", cluster.prefix, cluster.data) as server:
         whole = fingerprint.take(server, jobs=1)
         chunked = fingerprint.take(server, jobs=3, chunk_blocks=16)  # sales.orders has ~1700 blocks
         assert chunked == whole
@@ -35,3 +40,28 @@ def test_chunked_hash_equals_whole_table_and_differences_name_the_table(cluster_
     assert len(diffs) == 1
     assert diffs[0].startswith("databases/app/tables/sales.orders")
     assert changed["databases"]["app"]["tables"]["sales.orders"][0] == "100000"  # same count, other content
+
+
+def test_sampled_fingerprint_picks_the_same_blocks_after_a_real_pg_upgrade(cluster_factory, pg_service, pg_root):
+    data = pg_root / "data"
+    cluster = cluster_factory("13", data)
+    svc = pg_service(data, ("13", "18"), method="link")
+    small = {"sample_above": 64, "sample_blocks": 40}  # sales.orders (~1700 blocks) is sampled
+    with _server(svc, "18", cluster.prefix, data) as server:
+        before = fingerprint.take(server, jobs=2, depth="sample", **small)
+        full_before = fingerprint.take(server, jobs=2, depth="full")
+    orders = before["databases"]["app"]["tables"]["sales.orders"]
+    assert orders[0].endswith(" blocks") and orders[1].startswith("sample ")
+    assert 0 < int(orders[2]) < 100000  # a part of the rows, not all of them
+
+    result = svc.cli("18", "up", "--json")
+    assert result.code == 0, result.output
+    upgraded = type(cluster)("18", data, cluster.sock, cluster.user)
+    with _server(svc, "18", upgraded.prefix, data) as server:
+        after = fingerprint.take(server, jobs=2, depth="sample", **small)
+        assert after == before
+        assert fingerprint.take(server, jobs=2, depth="full") == full_before
+        with server.connect("app") as conn:
+            conn.execute("INSERT INTO sales.orders (customer, amount, created) SELECT g::text, 1, now() FROM generate_series(1, 5000) g")
+        grown = fingerprint.take(server, jobs=2, depth="sample", **small)
+    assert fingerprint.differences(before, grown)[0].startswith("databases/app/tables/sales.orders")
