@@ -90,3 +90,16 @@ def test_human_output_of_a_run(make_app):
     assert f"app: now at {V2}" in result.stdout
     plan = app.cli("plan")
     assert "nothing to do" in plan.stdout
+
+
+def test_plan_fail_if_pending_is_the_units_gate(make_app):
+    app = make_app(target=V2)
+    before = app.entries()
+    gate = app.cli("plan", "--no-checks", "--fail-if-pending")
+    assert gate.code == 3
+    assert gate.failure is not None
+    assert "the data is not at its target version yet (app: " in gate.failure
+    assert "nixos-migrate up app" in gate.stderr
+    assert app.entries() == before  # the gate changes nothing
+    assert app.cli("up").code == 0
+    assert app.cli("plan", "--no-checks", "--fail-if-pending").code == 0

@@ -149,3 +149,30 @@ def test_unit_without_systemctl_is_refused(make_app, tmp_path):
     result = app.cli("up", env={"PATH": str(empty)})
     assert result.code == 3
     assert "systemctl is not on PATH" in result.stderr
+
+
+def test_a_failed_pre_check_starts_the_unit_again_and_plan_never_stops_it(make_app, fake_systemd):
+    env, log, state = fake_systemd
+    app = make_app(target=V1, unit="app.service")
+    app.spec["migrations"][0]["up"]["script"] = "if then fi"  # the pre-check `bash -n` refuses it
+    before = app.entries()
+    assert app.cli("plan", env=env).code == 3
+    assert not log.exists() or "stop" not in log.read_text()
+    result = app.cli("up", env=env)
+    assert result.code == 3, result.output
+    assert "script parses" in result.stderr
+    # `up` checks the data as the step would find it, with the unit stopped, then starts it again
+    assert log.read_text().splitlines() == [
+        "systemctl is-active --quiet app.service",
+        "systemctl stop app.service",
+        "systemctl start app.service",
+    ]
+    assert state.read_text().strip() == "active"
+    assert app.entries() == before
+
+
+def test_inside_a_systemd_unit_the_service_start_is_queued_not_awaited(make_app, fake_systemd):
+    env, log, _ = fake_systemd
+    app = make_app(target=V1, unit="app.service")
+    assert app.cli("up", env={**env, "INVOCATION_ID": "0123456789abcdef"}).code == 0
+    assert log.read_text().splitlines()[-1] == "systemctl start --no-block app.service"

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from nixos_migrate import __version__
-from nixos_migrate.errors import ChecksFailed, MigrateError, UsageError
+from nixos_migrate.errors import ChecksFailed, MigrateError, StepsPending, UsageError
 from nixos_migrate.executor import Engine, RunReport
 from nixos_migrate.manifest import load_manifest, manifest_path
 from nixos_migrate.plugins import PluginRegistry
@@ -132,6 +132,11 @@ def status(obj: Context, services: tuple[str, ...], json_output: bool) -> None:
 @ACCEPT
 @DATA_LOSS
 @click.option("--no-checks", is_flag=True, help="Skip the plugins' pre-checks and the free-space check.")
+@click.option(
+    "--fail-if-pending",
+    is_flag=True,
+    help="Exit 3 when a step is pending, naming the command that runs it (the NixOS unit's gate).",
+)
 @JSON
 @click.pass_obj
 def plan(
@@ -140,11 +145,13 @@ def plan(
     accept: tuple[str, ...],
     accept_data_loss: bool,
     no_checks: bool,
+    fail_if_pending: bool,
     json_output: bool,
 ) -> None:
     """Show the steps `up` would run, and what must be accepted. Changes nothing.
 
-    Exits 3 when `up` would refuse (for the NixOS pre-switch check).
+    Exits 3 when `up` would refuse (for the NixOS pre-switch check), or with --fail-if-pending
+    when anything is pending.
     """
     with obj.engine(json_output) as engine:
         plans = engine.plan(services, accept=accept, accept_data_loss=accept_data_loss, run_checks=not no_checks)
@@ -156,6 +163,14 @@ def plan(
     refused = [p for p in plans if p.refusals]
     if refused:
         refused[0].raise_refusals()
+    pending = [p for p in plans if p.steps]
+    if fail_if_pending and pending:
+        names = " ".join(p.name for p in pending)
+        steps = "; ".join(f"{p.name}: {', '.join(s.label for s in p.steps)}" for p in pending)
+        raise StepsPending(
+            f"the data is not at its target version yet ({steps}); its service stays stopped",
+            hint=f"run `nixos-migrate up {names}` (or set autoApply in the NixOS configuration)",
+        )
 
 
 def _report(reports: Sequence[RunReport], json_output: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 from nixos_migrate.errors import PrecheckFailed
@@ -37,5 +38,8 @@ class ServiceControl:
 
     def restart_if_stopped(self) -> None:
         if self.unit and self.stopped_by_us:
-            self._runner.run(["systemctl", "start", self.unit], as_root=True)
+            # inside a unit ordered before the service (the NixOS module's oneshot), a blocking start
+            # would wait for the service, which waits for us: queue the job and let systemd run it
+            no_block = ["--no-block"] if os.environ.get("INVOCATION_ID") else []
+            self._runner.run(["systemctl", "start", *no_block, self.unit], as_root=True)
             self.stopped_by_us = False

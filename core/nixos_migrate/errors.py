@@ -65,6 +65,10 @@ class VersionMismatch(Refused):
     """The version detected in the data differs from the one the journal recorded."""
 
 
+class StepsPending(Refused):
+    """`plan --fail-if-pending`: the data is not at its target yet (the NixOS unit's gate)."""
+
+
 # -- exit 1 / 4: a step failed ------------------------------------------------------------------
 
 

@@ -28,7 +28,15 @@ from nixos_migrate.journal import InFlight, Journal
 from nixos_migrate.locking import read_holder, service_locks
 from nixos_migrate.manifest import Manifest, format_validation_error, service_order
 from nixos_migrate.model import BackupInfo, BackupRecord, Check, Step
-from nixos_migrate.planner import Refusal, ServicePlan, backup_for, call_hook, dirty_refusal, make_plan
+from nixos_migrate.planner import (
+    Refusal,
+    ServicePlan,
+    backup_for,
+    call_hook,
+    dirty_refusal,
+    make_plan,
+    run_prechecks,
+)
 from nixos_migrate.plugins import PluginHooks, PluginRegistry
 from nixos_migrate.progress import NullProgress, Progress
 from nixos_migrate.runner import CommandRunner, Identity
@@ -322,18 +330,30 @@ class Engine:
                 if (interrupted := self.journal.in_flight(name)) is not None:
                     reports.append(self._resume_in_flight(self.service(name), interrupted))
         plans: list[ServicePlan] = []
-        for name in names:
-            service = self.service(name)
-            plan = make_plan(
-                service,
-                self.hooks(name),
-                self.journal,
-                target=targets[name],
-                accepted=self.accepted(name, accept),
-                accept_data_loss=accept_data_loss,
-            )
-            plan.raise_refusals()
-            plans.append(plan)
+        try:
+            for name in names:
+                service = self.service(name)
+                plan = make_plan(
+                    service,
+                    self.hooks(name),
+                    self.journal,
+                    target=targets[name],
+                    accepted=self.accepted(name, accept),
+                    accept_data_loss=accept_data_loss,
+                    run_checks=False,
+                )
+                plans.append(plan)
+                plan.raise_refusals()  # missing acceptances refuse before any downtime
+                if plan.steps:
+                    # the data is checked as the step will find it: with its service stopped
+                    service.control.precheck()
+                    service.control.stop()
+                    run_prechecks(plan, self.hooks(name))
+                    plan.raise_refusals()
+        except BaseException:
+            for plan in plans:
+                plan.service.control.restart_if_stopped()
+            raise
         for plan in plans:
             reports.append(self._execute(plan))
         return reports

@@ -62,6 +62,9 @@ def test_sampled_fingerprint_picks_the_same_blocks_after_a_real_pg_upgrade(clust
         assert after == before
         assert fingerprint.take(server, jobs=2, depth="full") == full_before
         with server.connect("app") as conn:
-            conn.execute("INSERT INTO sales.orders (customer, amount, created) SELECT g::text, 1, now() FROM generate_series(1, 5000) g")
+            conn.execute(
+                "INSERT INTO sales.orders (customer, amount, created)"
+                " SELECT g::text, 1, now() FROM generate_series(1, 5000) g"
+            )
         grown = fingerprint.take(server, jobs=2, depth="sample", **small)
     assert fingerprint.differences(before, grown)[0].startswith("databases/app/tables/sales.orders")
