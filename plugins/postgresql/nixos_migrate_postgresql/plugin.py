@@ -589,7 +589,7 @@ def _amcheck(server: PrivateServer, max_blocks: int | None = None) -> list[Check
                     " AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'"
                 ).fetchall()
                 for index, blocks in indexes:
-                    if max_blocks is not None and int(blocks) > max_blocks:
+                    if max_blocks is not None and int(str(blocks)) > max_blocks:
                         skipped += 1
                         continue
                     try:
