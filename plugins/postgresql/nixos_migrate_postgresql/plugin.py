@@ -79,8 +79,12 @@ def _inspection_file(service: Service) -> Path:
 
 
 def _target_dir(service: Service, step: Step) -> Path:
+    """Where the step's result goes: `data_dir`, unless the data is there now; then the other one.
+
+    So `down` with the upgrade's manifest goes back to old_data_dir, and a NixOS configuration
+    switched back to the older major (data_dir = the older major's directory) goes to data_dir."""
     s = _settings(service)
-    return s.data_dir if step.direction == "up" else s.source_dir
+    return s.source_dir if _source_dir(service, step) == s.data_dir else s.data_dir
 
 
 def _source_dir(service: Service, step: Step) -> Path:

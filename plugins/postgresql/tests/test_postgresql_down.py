@@ -55,3 +55,32 @@ def test_down_keeps_rows_written_after_the_upgrade(cluster_factory, pg_service, 
     backups = svc.cli(old, "backups", "--json").json
     assert backups[-1]["from_version"] == new
     assert backups[-1]["kind"] == "retained-cluster"
+
+
+def test_a_configuration_switched_back_to_the_older_major_brings_the_data_back(cluster_factory, pg_service, pg_root):
+    """NixOS: after 16 -> 17 the operator switches back to the generation with 16, whose settings
+    name 16's directory as data_dir and 17's as old_data_dir; `up` to 16 is a logical down."""
+    dir16, dir17 = pg_root / "pgdata" / "16", pg_root / "pgdata" / "17"
+    cluster = cluster_factory("16", dir16)
+    svc = pg_service(dir17, ("16", "17"), old_data_dir=str(dir16))
+    assert svc.cli("17", "up").code == 0
+    upgraded = Cluster("17", dir17, cluster.sock, cluster.user).start()
+    try:
+        upgraded.psql(WRITES_AFTER_UPGRADE)
+        written = upgraded.content()
+    finally:
+        upgraded.stop()
+
+    svc.settings.update(data_dir=str(dir16), old_data_dir=str(dir17))  # the older generation's manifest
+    plan = svc.cli("16", "plan", "--json")
+    assert plan.code == 0, plan.output
+    assert [s["direction"] for s in plan.json[0]["steps"]] == ["down"]
+    result = svc.cli("16", "up", "--json")
+    assert result.code == 0, result.output
+    assert (dir16 / "PG_VERSION").read_text().strip() == "16"
+    assert not (dir17 / "PG_VERSION").exists()
+    downgraded = Cluster("16", dir16, cluster.sock, cluster.user).start()
+    try:
+        assert downgraded.content() == written
+    finally:
+        downgraded.stop()

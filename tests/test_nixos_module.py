@@ -1,0 +1,256 @@
+"""The NixOS face: every .nix file parses; the module's pure part (nixos/lib.nix: option values ->
+manifest, units, pre-switch check, PostgreSQL convenience) is evaluated with Debian's nix-bin
+(`nix-instantiate --eval --strict --json`), and what it produces is fed to the real tool: the
+manifest to the Python loader and the plugins' settings models, the units' ExecStart and the
+pre-switch check run as commands against real data.
+
+nixpkgs is not reachable from here, so module.nix itself (option declarations through nixpkgs'
+`lib`) is only parsed; nixos/tests/postgresql-upgrade.nix runs it in a NixOS VM where nixpkgs and
+KVM exist.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nixos_migrate.manifest import parse_manifest
+from nixos_migrate.plugins import PluginRegistry
+
+REPO = Path(__file__).resolve().parents[1]
+LIB = REPO / "nixos" / "lib.nix"
+NIX_FILES = sorted(p for p in REPO.rglob("*.nix") if ".venv" not in p.parts and ".tools" not in p.parts)
+EXE = str(Path(sys.executable).parent / "nixos-migrate")
+
+
+def _nix(*args: str) -> subprocess.CompletedProcess[str]:
+    tool = shutil.which("nix-instantiate")
+    if tool is None:
+        pytest.fail("nix-instantiate is missing: install Debian's nix-bin (`./run tests` does)")
+    return subprocess.run(
+        [tool, "--store", "dummy://", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def nix_eval(expr: str) -> Any:
+    result = _nix("--eval", "--strict", "--json", "-E", f"let lib = import {LIB}; in {expr}")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def nix_error(expr: str) -> str:
+    result = _nix("--eval", "--strict", "--json", "-E", f"let lib = import {LIB}; in {expr}")
+    assert result.returncode != 0, result.stdout
+    return result.stderr
+
+
+def test_there_are_nix_files_and_every_one_parses():
+    names = {str(p.relative_to(REPO)) for p in NIX_FILES}
+    assert {"flake.nix", "nix/package.nix", "nixos/module.nix", "nixos/lib.nix"} <= names
+    assert "nixos/tests/postgresql-upgrade.nix" in names
+    for path in NIX_FILES:
+        result = _nix("--parse", str(path))
+        assert result.returncode == 0, f"{path}: {result.stderr}"
+
+
+CONFIGURATIONS = {
+    "empty": "{ }",
+    "scripts": """{
+        stateDir = "/var/lib/nm";
+        backupDir = "/srv/backups";
+        services.app = {
+          plugin = "scripts";
+          target = "2024-05-01";
+          user = "app";
+          accept = [ "2024-05-01" ];
+          settings = { paths = [ "/var/lib/app" ]; environment.MODE = "prod"; };
+          migrations = [
+            { version = "2024-05-01"; up = { script = "echo up"; warn = "slow"; }; down.script = "echo down"; }
+            { version = "2024-01-10"; up = { script = "a"; backup = "b"; restore = "c"; }; }
+          ];
+        };
+        services.off = { target = "1"; enable = false; };
+      }""",
+    "ordered": """{
+        services.db = { plugin = "postgresql"; target = "17"; unit = "postgresql.service";
+                        settings.data_dir = "/var/lib/postgresql/17"; };
+        services.web = { plugin = "scripts"; target = "2024-01-01"; after = [ "db" ]; autoApply = true;
+                         settings.paths = [ "/srv/web" ]; };
+      }""",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGURATIONS))
+def test_manifest_from_options_is_valid_for_the_python_loader(name):
+    data = nix_eval(f"lib.manifest ({CONFIGURATIONS[name]})")
+    manifest = parse_manifest(json.dumps(data), f"{name}.json", "json")
+    assert manifest.state_dir == Path(data.get("state_dir", "/var/lib/nixos-migrate"))
+    if name == "scripts":
+        assert str(manifest.backups_root) == "/srv/backups"  # backupDir -> backup_dir
+        assert set(manifest.services) == {"app"}  # enable = false leaves a service out
+        app = manifest.services["app"]
+        assert [m.version for m in app.migrations] == ["2024-01-10", "2024-05-01"]
+        assert app.migrations[1].up.warn == "slow" and app.migrations[1].down.script == "echo down"
+        assert "autoApply" not in json.dumps(data) and "enable" not in data["services"]["app"]
+    if name == "ordered":
+        assert manifest.services["web"].after == ["db"]
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            '{ services.app = { target = "x";'
+            ' migrations = [ { version = "2024-05-01"; } { version = "24-5-1"; } ]; }; }',
+            'services.nixos-migrate.services.app.migrations[1].version: "24-5-1" is not a date (YYYY-MM-DD)',
+        ),
+        (
+            '{ services.app = { target = "x"; migrations = [ { version = "2023-02-29"; } ]; }; }',
+            '"2023-02-29" is not a date (YYYY-MM-DD): no such day',
+        ),
+        (
+            '{ services.web = { target = "1"; after = [ "db" ]; }; }',
+            'services.nixos-migrate.services.web.after: unknown service "db"',
+        ),
+        ('{ services.app = { plugin = "scripts"; }; }', "services.nixos-migrate.services.app.target: must be set"),
+        (
+            '{ services.app = { target = "x"; migrations = [ { version = "2024-01-01"; up.scrpit = "x"; } ]; }; }',
+            "services.app.migrations[0].up.scrpit: unknown key",
+        ),
+        ('{ services."bad name" = { target = "1"; }; }', "a service name is letters"),
+    ],
+)
+def test_bad_configuration_fails_evaluation_with_the_option_path(config, message):
+    assert message in nix_error(f"lib.manifest ({config})")
+
+
+def test_leap_days_are_dates():
+    assert nix_eval('map lib.dateProblem [ "2024-02-29" "2000-02-29" "2024-12-31" ]') == [None, None, None]
+    assert all(nix_eval('map lib.dateProblem [ "1900-02-29" "2024-04-31" "2024-00-10" "0000-01-01" ]'))
+
+
+def _units(config: str, exe: str = "/nix/store/x-nixos-migrate/bin/nixos-migrate", manifest: str = "/etc/m.json"):
+    return nix_eval(f'lib.units {{ cfg = {config}; exe = "{exe}"; manifestFile = "{manifest}"; }}')
+
+
+def test_units_are_ordered_before_the_service_and_required_by_it():
+    units = _units(CONFIGURATIONS["ordered"])
+    assert set(units) == {"db", "web"}
+    db, web = units["db"], units["web"]
+    assert db["before"] == ["postgresql.service"] and db["requiredBy"] == ["postgresql.service"]
+    assert db["wantedBy"] == []
+    assert db["serviceConfig"]["Type"] == "oneshot" and db["serviceConfig"]["RemainAfterExit"] is True
+    # auto-apply off (the default): the plan is the gate
+    assert shlex.split(db["serviceConfig"]["ExecStart"]) == [
+        "/nix/store/x-nixos-migrate/bin/nixos-migrate",
+        "--manifest",
+        "/etc/m.json",
+        "plan",
+        "--no-checks",
+        "--fail-if-pending",
+        "db",
+    ]
+    # auto-apply on: up; `after` orders the migration units too; no unit: wanted at boot
+    assert shlex.split(web["serviceConfig"]["ExecStart"])[3:] == ["up", "web"]
+    assert "nixos-migrate-db.service" in web["after"] and web["requires"] == ["nixos-migrate-db.service"]
+    assert web["before"] == [] and web["wantedBy"] == ["multi-user.target"]
+    assert db["environment"]["NIXOS_MIGRATE_MANIFEST"] == "/etc/m.json"
+
+
+def _scripts_config(data: Path, *, auto_apply: bool, state: Path, accept: bool = True) -> str:
+    return f"""{{
+        stateDir = "{state}";
+        services.app = {{
+          plugin = "scripts"; target = "2024-05-01"; autoApply = {"true" if auto_apply else "false"};
+          accept = [ {'"2024-05-01"' if accept else ""} ];
+          settings = {{ paths = [ "{data}" ]; environment.DATA = "{data}"; }};
+          migrations = [ {{ version = "2024-05-01";
+                            up = {{ script = "echo migrated > $DATA/version"; warn = "rewrites the data"; }}; }} ];
+        }};
+      }}"""
+
+
+def _write_manifest(tmp_path: Path, config: str) -> Path:
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(nix_eval(f"lib.manifest ({config})")))
+    return path
+
+
+def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("auto_apply", [False, True])
+def test_the_generated_unit_command_gates_or_migrates_real_data(tmp_path, auto_apply):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "content").write_text("precious\n")
+    config = _scripts_config(data, auto_apply=auto_apply, state=tmp_path / "state")
+    manifest = _write_manifest(tmp_path, config)
+    unit = _units(config, exe=EXE, manifest=str(manifest))["app"]
+    result = _run(shlex.split(unit["serviceConfig"]["ExecStart"]))
+    if auto_apply:
+        assert result.returncode == 0, result.stderr
+        assert (data / "version").read_text() == "migrated\n"
+    else:
+        assert result.returncode == 3, result.stderr
+        assert "FAILED: the data is not at its target version yet" in result.stderr
+        assert "nixos-migrate up app" in result.stderr
+        assert not (data / "version").exists()
+    assert (data / "content").read_text() == "precious\n"
+
+
+def test_pre_switch_check_refuses_a_configuration_that_lacks_an_acceptance(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for accept, expected in ((False, 1), (True, 0)):
+        config = _scripts_config(data, auto_apply=False, state=tmp_path / "state", accept=accept)
+        manifest = _write_manifest(tmp_path, config)
+        script = nix_eval(f'lib.preSwitchCheck {{ exe = "{EXE}"; manifestFile = "{manifest}"; }}')
+        switch = _run(["bash", "-euc", script, "check", "/nix/store/new-system", "switch"])
+        assert switch.returncode == expected, switch.stdout + switch.stderr
+        if not accept:
+            assert "needs acceptance: rewrites the data" in switch.stderr
+            assert "not switching" in switch.stderr
+        # other actions (dry-activate) never run it
+        assert _run(["bash", "-euc", script, "check", "/nix/store/new-system", "dry-activate"]).returncode == 0
+    assert not (data / "version").exists()  # the check changed nothing
+
+
+def test_postgresql_convenience_fills_the_plugins_settings():
+    svc = nix_eval(
+        'lib.postgresqlService { current = "17"; dataDir = "/var/lib/postgresql/17";'
+        ' packages = { "15" = "/nix/store/a-postgresql-15"; "16" = "/nix/store/b-postgresql-16";'
+        ' "17" = "/nix/store/c-postgresql-17"; }; }'
+    )
+    assert svc["plugin"] == "postgresql" and svc["target"] == "17"
+    assert (svc["unit"], svc["user"]) == ("postgresql.service", "postgres")
+    settings = svc["settings"]
+    assert settings["old_data_dir"] == "/var/lib/postgresql/16"  # the nearest older major
+    assert settings["packages"]["16"] == "/nix/store/b-postgresql-16"
+    # back on the generation with 16 after an upgrade to 17: the data is found in 17's directory
+    back = nix_eval(
+        'lib.postgresqlService { current = "16"; dataDir = "/var/lib/postgresql/16";'
+        ' packages = { "16" = "/nix/store/b"; "17" = "/nix/store/c"; }; }'
+    )
+    assert back["settings"]["old_data_dir"] == "/var/lib/postgresql/17"
+    # the generated settings satisfy the plugin's own settings model
+    manifest = nix_eval(
+        'lib.manifest { services.postgresql = lib.postgresqlService { current = "17";'
+        ' dataDir = "/var/lib/postgresql/17"; method = "link";'
+        ' packages = { "16" = "/nix/store/b"; "17" = "/nix/store/c"; }; }; }'
+    )
+    parsed = parse_manifest(json.dumps(manifest), "pg.json", "json")
+    registry = PluginRegistry.discover()
+    model = registry.hooks("postgresql").call("settings_model")
+    model.model_validate(parsed.services["postgresql"].settings)
+    assert "lacks the current major 18" in nix_error(
+        'lib.postgresqlService { current = "18"; dataDir = "/d"; packages = { "17" = "/p"; }; }'
+    )
