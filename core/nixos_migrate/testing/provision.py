@@ -11,6 +11,8 @@ One place for every plugin's tests, built-in or third-party:
   unpacked with `dpkg-deb -x`; nothing is installed system-wide.
 - `postgresql()`: a PostgreSQL install prefix of a given major. On NixOS set
   `NIXOS_MIGRATE_POSTGRESQL_<MAJOR>` to a store path instead of downloading.
+- `debian_prefix()`: an install prefix of wrapper scripts around the programs of unpacked
+  Debian packages of any release (trixie's through trixie's own loader); `openldap()` uses it.
 - `server_user()`, `traversable()`, `free_port()`, `Server`: run a server as an unprivileged user
   in a temporary directory on a loopback port, wait until it answers, and always stop it by pid.
 """
@@ -254,6 +256,88 @@ def debian_package(package: str, suite: str, version: str | None = None) -> Path
         (dest / ".deb").write_text(new[-1].name)
         marker.touch()
     return dest
+
+
+def _library_dirs(roots: Sequence[Path]) -> list[str]:
+    return [
+        str(root / sub)
+        for root in roots
+        for sub in ("usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu")
+        if (root / sub).is_dir()
+    ]
+
+
+def debian_prefix(
+    name: str,
+    suite: str,
+    packages: Sequence[str],
+    programs: Mapping[str, str],
+    links: Mapping[str, str] | None = None,
+) -> Path:
+    """An install prefix made of Debian `packages` of `suite` (the first holds the programs).
+
+    `programs` maps a path in the prefix (`sbin/slapd`) to the program in the package
+    (`usr/sbin/slapd`); each becomes a wrapper that runs it with the unpacked libraries (for
+    trixie, whose glibc is newer than this machine's, through trixie's own loader, from libc6).
+    `links` maps prefix paths to package paths (module and schema directories)."""
+    dest = cache_dir() / "prefixes" / name
+    marker = dest / ".complete"
+    with cache_lock(f"prefix-{name}"):
+        if _complete(marker):
+            return dest
+        roots = [debian_package(p, suite) for p in packages]
+        libs = ":".join([*_library_dirs(roots), "/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu"])
+        loader = next((r / "usr/lib64/ld-linux-x86-64.so.2" for r in roots if (r / "usr/lib64").is_dir()), None)
+        shutil.rmtree(dest, ignore_errors=True)
+        for rel, program in programs.items():
+            target = roots[0] / program
+            wrapper = dest / rel
+            wrapper.parent.mkdir(parents=True, exist_ok=True)
+            if loader is not None:
+                run = f"exec '{loader}' --library-path '{libs}' --argv0 '{Path(rel).name}' '{target}' \"$@\""
+            else:
+                run = f"LD_LIBRARY_PATH='{libs}' exec '{target}' \"$@\""
+            wrapper.write_text(f"#!/bin/sh\n# {suite}: {' '.join(packages)}\n{run}\n")
+            wrapper.chmod(0o755)
+        for rel, inside in (links or {}).items():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            (dest / rel).symlink_to(roots[0] / inside)
+        traversable(dest)
+        marker.touch()
+    return dest
+
+
+#: OpenLDAP versions reachable here: (suite, packages; the first holds slapd)
+OPENLDAP = {
+    "2.4": ("bullseye", ["slapd", "libldap-2.4-2", "libltdl7", "libwrap0", "libssl1.1"]),
+    "2.5": ("bookworm", ["slapd", "libldap-2.5-0", "libltdl7", "libwrap0"]),
+    "2.6": (
+        "trixie",
+        [
+            "slapd", "libc6", "libldap2", "libltdl7", "libwrap0", "libssl3t64", "libsasl2-2", "libargon2-1",
+            "libcrypt1", "libnsl2", "libtirpc3t64", "libgnutls30t64", "libzstd1",
+        ],
+    ),
+}  # fmt: skip
+OPENLDAP_TOOLS = ("slapd", "slapadd", "slapcat", "slaptest", "slapindex", "slappasswd", "slapschema")
+
+
+def openldap(version: str) -> Path:
+    """An OpenLDAP prefix (`sbin/slap*`, `lib/ldap` modules, `etc/ldap/schema`) of `version`
+    (2.4, 2.5, 2.6). On NixOS set `NIXOS_MIGRATE_OPENLDAP_<2_6>` to a store path instead."""
+    override = os.environ.get(f"NIXOS_MIGRATE_OPENLDAP_{version.replace('.', '_')}")
+    if override:
+        return Path(override)
+    if version not in OPENLDAP:
+        raise ProvisionError(f"no OpenLDAP {version} is known to be reachable (have {sorted(OPENLDAP)})")
+    suite, packages = OPENLDAP[version]
+    return debian_prefix(
+        f"openldap-{version}",
+        suite,
+        packages,
+        {f"sbin/{tool}": f"usr/sbin/{tool}" for tool in OPENLDAP_TOOLS},
+        {"lib/ldap": "usr/lib/ldap", "etc/ldap/schema": "etc/ldap/schema"},
+    )
 
 
 # -- running servers -------------------------------------------------------------------------
