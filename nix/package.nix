@@ -1,4 +1,4 @@
-# nixos-migrate with its built-in plugins (scripts, postgresql) as one application.
+# nixos-migrate with its built-in plugins (scripts, postgresql, ldap) as one application.
 # Third-party plugins: `nixos-migrate.override { extraPlugins = [ myPlugin ]; }` (the NixOS
 # module's `plugins` option does this); they are found through their `nixos_migrate` entry point.
 {
@@ -46,12 +46,14 @@ buildPythonApplication {
     ++ [
       (plugin "scripts" [ ])
       (plugin "postgresql" [ python3Packages.psycopg ])
+      (plugin "ldap" [ python3Packages.ldap3 ])
     ]
     ++ extraPlugins;
   pythonImportsCheck = [
     "nixos_migrate"
     "nixos_migrate_scripts"
     "nixos_migrate_postgresql"
+    "nixos_migrate_ldap"
   ];
   doCheck = false; # see above
   meta = {

@@ -76,7 +76,7 @@ def parse(text: str) -> list[Entry]:
 def write(entries: list[Entry]) -> str:
     out = []
     for entry in entries:
-        dn = f"dn:{entry.dn}" if entry.dn.startswith(": ") else f"dn: {entry.dn}"
+        dn = f"dn{entry.dn}" if entry.dn.startswith(":: ") else f"dn: {entry.dn}"  # base64 DNs as read
         out.append("\n".join([dn, *(f"{a}{s} {v}" for a, s, v in entry.attrs)]))
     return "\n\n".join(out) + "\n"
 
@@ -138,6 +138,8 @@ class Rewrite:
     module_dir: str | None
     directories: dict[str, str]
     max_size: int
+    #: the target's ppolicy schema (schema/ppolicy.ldif), for going back below 2.5
+    ppolicy_schema: list[Entry] | None = None
     changes: list[str] = field(default_factory=list)
 
 
@@ -186,7 +188,18 @@ def rewrite(config: list[Entry], how: Rewrite) -> list[Entry]:
             how.changes.append("ppolicy schema left to the ppolicy overlay (built in from 2.5)")
             continue
         out.append(entry)
-    return _renumber_schema(out) if dropped_schema else out
+    if dropped_schema:
+        return _renumber_schema(out)
+    has_schema = any(_is_ppolicy_schema(e) for e in out)
+    if ppolicy_module and not to_mdb and not has_schema and how.ppolicy_schema:
+        # below 2.5 the ppolicy module needs its schema in cn=schema again
+        schema = [e for e in out if e.dn.lower().endswith(",cn=schema,cn=config")]
+        at = out.index(schema[-1]) + 1 if schema else len(out)
+        entry = Entry(f"cn={{{len(schema)}}}ppolicy,cn=schema,cn=config", list(how.ppolicy_schema[0].attrs))
+        entry.set("cn", [f"{{{len(schema)}}}ppolicy"])
+        out.insert(at, entry)
+        how.changes.append("ppolicy schema added back to cn=schema (below 2.5 the module lacks it)")
+    return out
 
 
 def _rewrite_modules(entry: Entry, how: Rewrite, to_mdb: bool) -> None:

@@ -80,8 +80,7 @@ def _offline_databases(s: LdapSettings) -> list[tuple[str, str | None]]:
     found: list[tuple[str, str | None]] = []
     if _has_cn_config(s) and s.config_dir is not None:
         for path in sorted((s.config_dir / "cn=config").glob("olcDatabase=*.ldif")):
-            [entry] = ldif.parse(path.read_text(errors="replace"))
-            found += [(db.backend, db.directory) for db in ldif.databases([entry])]
+            found += [(db.backend, db.directory) for db in ldif.databases(ldif.parse(path.read_text(errors="replace")))]
     elif s.config_file is not None and s.config_file.is_file():
         backend: str | None = None
         for raw in s.config_file.read_text(errors="replace").splitlines():
@@ -204,7 +203,8 @@ def _dry_run(service: Service, step: Step) -> Check:
     shutil.rmtree(scratch, ignore_errors=True)
     _own(service, scratch)
     try:
-        config = _dump_config(service, _prefix(s, step.from_version or ""), scratch / "config.ldif", scratch)
+        _dump_config(service, _prefix(s, step.from_version or ""), scratch / "config.ldif", scratch)
+        config = _config_for(service, step, scratch / "config.ldif")
         new = _prefix(s, step.to_version)
         how = _rewrite_for(s, step, {d.directory: str(scratch / "db") for d in ldif.databases(config) if d.directory})
         _own(service, scratch / "db")  # slapadd -n 0 wants the database directories to exist
@@ -231,8 +231,24 @@ def _dump_config(service: Service, prefix: Path, out: Path, work: Path) -> list[
 
 
 def _rewrite_for(s: LdapSettings, step: Step, directories: dict[str, str]) -> ldif.Rewrite:
-    modules = slapd.module_dir(_prefix(s, step.to_version))
-    return ldif.Rewrite(step.to_version, str(modules) if modules else None, directories, s.max_size)
+    prefix = _prefix(s, step.to_version)
+    modules = slapd.module_dir(prefix)
+    schema = slapd.schema_file(prefix, "ppolicy.ldif")
+    return ldif.Rewrite(
+        step.to_version,
+        str(modules) if modules else None,
+        directories,
+        s.max_size,
+        ldif.parse(schema.read_text()) if schema else None,
+    )
+
+
+def _config_for(service: Service, step: Step, current: Path) -> list[ldif.Entry]:
+    """The config a step starts from: for a downgrade, the one the older version had before the
+    upgrade (kept in the state directory), else the current one (`current`, a slapcat -n 0)."""
+    saved = service.state_dir / "configs" / f"{step.to_version}.ldif"
+    source = saved if step.direction == "down" and saved.is_file() else current
+    return ldif.parse(source.read_text())
 
 
 def _build_config(service: Service, prefix: Path, config: list[ldif.Entry], dest: Path, text_file: Path) -> None:
@@ -261,6 +277,10 @@ def backup_size(service: Service, step: Step) -> int | None:
 def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
     s = _settings(service)
     old = _prefix(s, step.from_version or "")
+    # the files first: opening a BDB environment (slapcat of hdb) rewrites its region files
+    files = _own(service, dest / "files")
+    paths = [p for p in (s.config_dir, s.config_file, s.data_dir) if p is not None]
+    info = filebackup.backup_paths(paths, files, service.run, service.progress)
     dumps = _own(service, dest / "ldif")
     config = _dump_config(service, old, dumps / "config.ldif", dumps)
     suffixes: dict[str, dict[str, Any]] = {}
@@ -279,9 +299,6 @@ def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
                 "sha256": _sha256(out),
             }
             t.advance()
-    files = _own(service, dest / "files")
-    paths = [p for p in (s.config_dir, s.config_file, s.data_dir) if p is not None]
-    info = filebackup.backup_paths(paths, files, service.run, service.progress)
     detail = {
         **info.detail,
         "version": step.from_version,
@@ -319,17 +336,14 @@ def _staging(path: Path, what: str) -> Path:
 @hookimpl
 def up(service: Service, step: Step) -> bool:
     dumps = _pending_ldif(service)
-    _reload(service, step, dumps, ldif.parse((dumps / "config.ldif").read_text()))
+    _reload(service, step, dumps, _config_for(service, step, dumps / "config.ldif"))
     return True
 
 
 @hookimpl
 def down(service: Service, step: Step) -> bool:
     dumps = _pending_ldif(service)
-    saved = service.state_dir / "configs" / f"{step.to_version}.ldif"
-    # the older version's own config from before the upgrade, else the current one rewritten
-    source = saved if saved.is_file() else dumps / "config.ldif"
-    _reload(service, step, dumps, ldif.parse(source.read_text()))
+    _reload(service, step, dumps, _config_for(service, step, dumps / "config.ldif"))
     return True
 
 

@@ -20,6 +20,7 @@ START_TIMEOUT = 60.0
 TOOLS = ("slapd", "slapadd", "slapcat", "slaptest")
 _TOOL_DIRS = ("sbin", "bin", "libexec")
 _MODULE_DIRS = ("lib/ldap", "lib/openldap", "libexec/openldap", "lib/modules")
+_SCHEMA_DIRS = ("etc/ldap/schema", "etc/openldap/schema", "etc/schema", "share/openldap/schema")
 
 
 def tool(prefix: Path, name: str) -> Path:
@@ -36,6 +37,14 @@ def module_dir(prefix: Path) -> Path | None:
         candidate = prefix / sub
         if candidate.is_dir() and any(candidate.glob("back_*")):
             return candidate
+    return None
+
+
+def schema_file(prefix: Path, name: str) -> Path | None:
+    """A schema file the install ships (ppolicy.ldif up to 2.4), or None."""
+    for sub in _SCHEMA_DIRS:
+        if (prefix / sub / name).is_file():
+            return prefix / sub / name
     return None
 
 

@@ -184,13 +184,17 @@ class Directory:
         return hashlib.sha256("\n\n".join(records).encode()).hexdigest() + f" ({len(records)} records)"
 
     def files_digest(self) -> str:
-        """Every file of the config and the data directory, byte for byte (for failure tests)."""
+        """Every file of the config and the data directory, byte for byte (for failure tests),
+        but the database environment's scratch files that every open rewrites, slapd's own
+        included: BDB's regions (__db.*), transaction logs and slapd's alock; LMDB's lock.mdb."""
         digest = hashlib.sha256()
         for base in (self.config_dir, self.config_file, self.data_dir):
             paths = (
                 [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file()) if base.exists() else []
             )
             for path in paths:
+                if path.name in ("alock", "lock.mdb") or path.name.startswith(("__db.", "log.")):
+                    continue
                 digest.update(str(path.relative_to(self.root)).encode() + b"\0" + path.read_bytes())
         return digest.hexdigest()
 
