@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,3 +50,15 @@ class Service:
     progress: Progress
     control: ServiceControl
     step: Step | None = None
+
+    def private_dir(self, path: Path) -> Path:
+        """Create `path` 0700, owned by the service's user (backups, staging and scratch areas are
+        private); missing directories above it are made traversable (0711) so the user reaches it."""
+        for parent in reversed(path.parents):
+            if not parent.exists():
+                parent.mkdir(mode=0o711)
+        path.mkdir(exist_ok=True, mode=0o700)
+        os.chmod(path, 0o700)
+        if os.geteuid() == 0:
+            os.chown(path, self.run.identity.uid, self.run.identity.gid)
+        return path

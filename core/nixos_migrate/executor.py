@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -164,18 +163,6 @@ class Engine:
         )
         self._services[name] = service
         return service
-
-    def _private_dir(self, path: Path, service: Service) -> None:
-        """Create `path` 0700, owned by the service's user (DESIGN §5: backups are private); the
-        directories above it are made traversable (0711) so that the user can reach it."""
-        for parent in reversed(path.parents):
-            if not parent.exists():
-                parent.mkdir(mode=0o711)
-        path.mkdir(exist_ok=True, mode=0o700)
-        os.chmod(path, 0o700)
-        identity = service.run.identity
-        if os.geteuid() == 0:
-            os.chown(path, identity.uid, identity.gid)
 
     def accepted(self, name: str, extra: Sequence[str]) -> set[str]:
         return set(self.manifest.services[name].accept) | set(extra)
@@ -422,10 +409,10 @@ class Engine:
 
     def _take_backup(self, service: Service, hooks: PluginHooks, step_id: int, step: Step) -> BackupRecord:
         dest = self._backup_dest(service, step_id, step)
-        self._private_dir(service.backup_dir, service)
-        self._private_dir(service.state_dir, service)
+        service.private_dir(service.backup_dir)
+        service.private_dir(service.state_dir)
         filebackup.discard(dest, service.run)  # a partial backup of this very step, never recorded
-        self._private_dir(dest, service)
+        service.private_dir(dest)
         try:
             with self.progress.task(f"{service.name}: back up before {step.label}"):
                 info = call_hook(hooks, "backup", service=service, step=step, dest=dest)

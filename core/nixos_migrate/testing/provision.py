@@ -362,6 +362,27 @@ def server_user(name: str = TEST_USER) -> pwd.struct_passwd:
         raise ProvisionError(f"could not create user {name}") from None
 
 
+def run_as(user: pwd.struct_passwd, argv: Sequence[str | Path], input: str | None = None) -> str:
+    """Run `argv` as `user` from `/` with a minimal environment; its standard output, or
+    ProvisionError with everything it printed when it fails."""
+    result = subprocess.run(
+        [str(a) for a in argv],
+        user=user.pw_uid,
+        group=user.pw_gid,
+        env={"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "HOME": "/"},
+        input=input,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd="/",
+    )
+    if result.returncode != 0:
+        raise ProvisionError(
+            f"{' '.join(map(str, argv))} exited with {result.returncode}: {result.stdout}{result.stderr}"
+        )
+    return result.stdout
+
+
 def traversable(path: Path) -> Path:
     """Let other users walk down to `path` (pytest's temporary directories are 0700)."""
     for parent in [path, *path.parents]:

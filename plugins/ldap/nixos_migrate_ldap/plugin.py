@@ -46,13 +46,6 @@ def _settings(service: Service) -> LdapSettings:
     return service.settings  # type: ignore[no-any-return]
 
 
-def _own(service: Service, path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if os.geteuid() == 0:
-        os.chown(path, service.run.identity.uid, service.run.identity.gid)
-    return path
-
-
 def _prefix(s: LdapSettings, version: str) -> Path:
     if version not in s.packages:
         raise MigrateError(
@@ -201,13 +194,13 @@ def _dry_run(service: Service, step: Step) -> Check:
     s = _settings(service)
     scratch = service.state_dir / "check"
     shutil.rmtree(scratch, ignore_errors=True)
-    _own(service, scratch)
+    service.private_dir(scratch)
     try:
         _dump_config(service, _prefix(s, step.from_version or ""), scratch / "config.ldif", scratch)
         config = _config_for(service, step, scratch / "config.ldif")
         new = _prefix(s, step.to_version)
         how = _rewrite_for(s, step, {d.directory: str(scratch / "db") for d in ldif.databases(config) if d.directory})
-        _own(service, scratch / "db")  # slapadd -n 0 wants the database directories to exist
+        service.private_dir(scratch / "db")  # slapadd -n 0 wants the database directories to exist
         _build_config(service, new, ldif.rewrite(config, how), scratch / "slapd.d", scratch / "target.ldif")
         service.run.run([slapd.tool(new, "slaptest"), "-u", "-F", scratch / "slapd.d"])
         return Check(f"OpenLDAP {step.to_version} accepts the rewritten config", True, "; ".join(how.changes))
@@ -222,7 +215,7 @@ def _dump_config(service: Service, prefix: Path, out: Path, work: Path) -> list[
     s = _settings(service)
     args = _config_args(s)
     if args[0] == "-f":
-        converted = _own(service, work / "converted.d")
+        converted = service.private_dir(work / "converted.d")
         # slaptest writes slapd.d even when it complains about database files; slapcat judges
         service.run.run([slapd.tool(prefix, "slaptest"), *args, "-F", converted], check=False)
         args = ["-F", converted]
@@ -254,7 +247,7 @@ def _config_for(service: Service, step: Step, current: Path) -> list[ldif.Entry]
 def _build_config(service: Service, prefix: Path, config: list[ldif.Entry], dest: Path, text_file: Path) -> None:
     if dest.exists():
         shutil.rmtree(dest)
-    _own(service, dest)
+    service.private_dir(dest)
     text_file.write_text(ldif.write(config))
     if os.geteuid() == 0:
         os.chown(text_file, service.run.identity.uid, service.run.identity.gid)
@@ -278,10 +271,10 @@ def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
     s = _settings(service)
     old = _prefix(s, step.from_version or "")
     # the files first: opening a BDB environment (slapcat of hdb) rewrites its region files
-    files = _own(service, dest / "files")
+    files = service.private_dir(dest / "files")
     paths = [p for p in (s.config_dir, s.config_file, s.data_dir) if p is not None]
     info = filebackup.backup_paths(paths, files, service.run, service.progress)
-    dumps = _own(service, dest / "ldif")
+    dumps = service.private_dir(dest / "ldif")
     config = _dump_config(service, old, dumps / "config.ldif", dumps)
     suffixes: dict[str, dict[str, Any]] = {}
     with service.progress.task(f"slapcat with OpenLDAP {step.from_version}", total=len(ldif.databases(config))) as t:
@@ -358,7 +351,7 @@ def _reload(service: Service, step: Step, dumps: Path, config: list[ldif.Entry])
     load_config = service.state_dir / "load.d"
     for path in (stage_data, stage_config, load_config):
         shutil.rmtree(path, ignore_errors=True)
-    _own(service, stage_data)
+    service.private_dir(stage_data)
     data_root = s.data_dir.resolve()
 
     def staged(directory: str) -> str:
@@ -368,7 +361,7 @@ def _reload(service: Service, step: Step, dumps: Path, config: list[ldif.Entry])
     how = _rewrite_for(s, step, directories)
     loading = ldif.rewrite(config, how)
     for directory in directories.values():
-        _own(service, Path(directory))  # slapadd -n 0 wants the database directories to exist
+        service.private_dir(Path(directory))  # slapadd -n 0 wants the database directories to exist
     with service.progress.task(f"slapadd with OpenLDAP {step.to_version}", total=len(suffixes) + 1) as task:
         _build_config(service, new, loading, load_config, service.state_dir / "load-config.ldif")
         task.advance()
@@ -378,7 +371,7 @@ def _reload(service: Service, step: Step, dumps: Path, config: list[ldif.Entry])
             dump = suffixes.get(db.suffix)
             if dump is None:
                 raise MigrateError(f"no dump of {db.suffix} in {dumps}: the configs before and after disagree")
-            _own(service, Path(db.directory))
+            service.private_dir(Path(db.directory))
             service.run.run([slapd.tool(new, "slapadd"), "-q", "-F", load_config, "-b", db.suffix,
                              "-l", dumps / dump["file"]])  # fmt: skip
             task.advance()
@@ -485,7 +478,7 @@ def _offline_suffixes(s: LdapSettings) -> list[str]:
 def _compare_dumps(service: Service, prefix: Path, expected: dict[str, dict[str, Any]]) -> list[Check]:
     """slapcat of every database equals the dump before the step, entryUUID and CSNs included."""
     s = _settings(service)
-    work = _own(service, service.state_dir / "verify")
+    work = service.private_dir(service.state_dir / "verify")
     problems = []
     try:
         for suffix, want in expected.items():

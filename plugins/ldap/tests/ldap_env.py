@@ -11,7 +11,6 @@ import base64
 import hashlib
 import os
 import pwd
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,18 +151,7 @@ class Directory:
         return provision.openldap(version or self.version) / "sbin" / name
 
     def as_user(self, argv: list[str | Path]) -> str:
-        result = subprocess.run(
-            [str(a) for a in argv],
-            user=self.user.pw_uid,
-            group=self.user.pw_gid,
-            env={"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "HOME": "/"},
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd="/",
-        )
-        assert result.returncode == 0, f"{argv}: {result.stdout}{result.stderr}"
-        return result.stdout
+        return provision.run_as(self.user, argv)
 
     def _config_args(self) -> list[str | Path]:
         if (self.config_dir / "cn=config.ldif").exists():

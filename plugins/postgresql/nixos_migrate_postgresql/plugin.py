@@ -59,13 +59,6 @@ def _settings(service: Service) -> PostgresSettings:
     return service.settings  # type: ignore[no-any-return]
 
 
-def _own(service: Service, path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if os.geteuid() == 0:
-        os.chown(path, service.run.identity.uid, service.run.identity.gid)
-    return path
-
-
 def _socket(service: Service) -> Path:
     return private_dir(service, _settings(service).socket_dir)
 
@@ -265,12 +258,12 @@ def _pg_upgrade_check(service: Service, step: Step, src: Path, dst: Path, found:
     s = _settings(service)
     scratch = sibling(dst, "check")
     shutil.rmtree(scratch, ignore_errors=True)
-    _own(service, scratch)  # initdb fills an empty directory the service user owns
+    service.private_dir(scratch)  # initdb fills an empty directory the service user owns
     try:
         service.run.run(initdb_argv(binary(s, step.to_version, "initdb"), scratch, int(step.to_version), found))
         result = service.run.run(
             [*_pg_upgrade_argv(service, step, src, scratch, found, method), "--check"],
-            cwd=_own(service, service.state_dir / "pg_upgrade"),
+            cwd=service.private_dir(service.state_dir / "pg_upgrade"),
             env=_pg_env(service),
             check=False,
         )
@@ -291,7 +284,7 @@ def _pg_env(service: Service) -> dict[str, str]:
     s = _settings(service)
     env: dict[str, str] = {}
     if s.password_file is not None:
-        passfile = _own(service, service.state_dir / "secrets") / "pgpass"
+        passfile = service.private_dir(service.state_dir / "secrets") / "pgpass"
         password = s.password_file.read_text().strip().replace("\\", "\\\\").replace(":", "\\:")
         passfile.write_text(f"*:*:*:*:{password}\n")
         passfile.chmod(0o600)
@@ -363,7 +356,7 @@ def _initdb_staging(service: Service, step: Step) -> tuple[Path, Path, Path, Ins
     if staging.exists():
         shutil.rmtree(staging)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    _own(service, staging)
+    service.private_dir(staging)
     initdb = prefix_of(_settings(service), step.to_version) / "bin" / "initdb"
     with service.progress.task(f"initdb PostgreSQL {step.to_version}"):
         service.run.run(initdb_argv(initdb, staging, int(step.to_version), found))
@@ -380,7 +373,7 @@ def up(service: Service, step: Step) -> bool:
         with service.progress.task(f"pg_upgrade --{method} {step.from_version} -> {step.to_version}"):
             service.run.run(
                 _pg_upgrade_argv(service, step, src, staging, found, method),
-                cwd=_own(service, service.state_dir / "pg_upgrade"),
+                cwd=service.private_dir(service.state_dir / "pg_upgrade"),
                 env=_pg_env(service),
             )
     _carry_config(src, staging)
@@ -403,7 +396,7 @@ def _logical_into(service: Service, step: Step, src: Path, staging: Path) -> Non
     Verify then compares it table by table with the fingerprint `backup` took of `src`."""
     s = _settings(service)
     sock = _socket(service)
-    work = _own(service, service.state_dir / "dump")
+    work = service.private_dir(service.state_dir / "dump")
     src_prefix = prefix_of(s, step.from_version or "")
     dst_prefix = prefix_of(s, step.to_version)
     # the newer pg_dump of the two: an older one refuses a newer server, a newer one reads older servers

@@ -11,7 +11,6 @@ import hashlib
 import os
 import pwd
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -85,18 +84,8 @@ class Cluster:
     def prefix(self) -> Path:
         return provision.postgresql(self.major)
 
-    def as_user(self, argv: list[str | Path], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(a) for a in argv],
-            user=self.user.pw_uid,
-            group=self.user.pw_gid,
-            env={"PATH": os.environ["PATH"], "LANG": "C", "HOME": "/"},
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd="/",
-            **kwargs,
-        )
+    def as_user(self, argv: list[str | Path], input: str | None = None) -> str:
+        return provision.run_as(self.user, argv, input=input)
 
     def start(self) -> Cluster:
         self.server = scratch.server(
@@ -129,7 +118,7 @@ class Cluster:
                 "-At",
             ],
             input=sql,
-        ).stdout
+        )
 
     def content(self) -> str:
         """Independent digest of roles, databases and every table's rows (server must run)."""

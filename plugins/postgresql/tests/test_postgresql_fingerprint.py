@@ -19,7 +19,7 @@ def _server(svc, target, prefix, data):
     manifest = parse_manifest(json.dumps(json.loads(svc.manifest(target).read_text())), "m.json", "json")
     engine = Engine(manifest, PluginRegistry.discover())
     service = engine.service("db")
-    engine._private_dir(service.state_dir, service)
+    service.private_dir(service.state_dir)
     sock = svc.root / "sock" / "plugin"
     return running(service, prefix, data, sock.resolve(), svc.settings["port"])
 
