@@ -28,6 +28,7 @@ import json
 import os
 import pwd
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -90,6 +91,7 @@ class Bench:
         if dst.exists():
             shutil.rmtree(dst)
         subprocess.run(["cp", "-a", str(src), str(dst)], check=True)
+        os.sync()  # the copy's writeback must not land in the timed run that follows
 
     def fresh(self, name: str) -> Path:
         path = self.work / name
@@ -112,6 +114,7 @@ def main() -> int:
     parser.add_argument("--old", default="14")
     parser.add_argument("--new", default="16")
     parser.add_argument("--skip-debian", action="store_true", help="leave out pg_upgradecluster")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of every contender; the median is reported")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root: servers run as an unprivileged user created for them", file=sys.stderr)
@@ -120,7 +123,7 @@ def main() -> int:
     provision.traversable(work)
     b = Bench(args.old, args.new, work)
     os.chown(work, b.user.pw_uid, b.user.pw_gid)
-    results: dict[str, float] = {}
+    results: dict[str, list[float]] = {}
     try:
         # the pristine cluster takes minutes to build: kept between runs
         cached = Path("/var/tmp") / f"nixos-migrate-bench-pg{args.old}-scale{args.scale}-{b.su}"
@@ -133,7 +136,9 @@ def main() -> int:
             (cached / ".complete").touch()
         size = sum(p.stat().st_size for p in pristine.rglob("*") if p.is_file())
         print(f"cluster: {size / 2**30:.2f} GiB (kept in {cached} for the next run)", flush=True)
-        run_contenders(b, args, pristine, results)
+        for round_ in range(1, args.repeat + 1):
+            print(f"round {round_} of {args.repeat}", flush=True)
+            run_contenders(b, args, pristine, results)
         report(results, size, args)
         return 0
     finally:
@@ -150,9 +155,9 @@ def create_pristine(b: Bench, args: argparse.Namespace, pristine: Path) -> None:
         b.run([b.bin(args.old, "psql"), *conn, "-d", "postgres", "-c", "CHECKPOINT"])
 
 
-def run_contenders(b: Bench, args: argparse.Namespace, pristine: Path, results: dict[str, float]) -> None:
+def run_contenders(b: Bench, args: argparse.Namespace, pristine: Path, results: dict[str, list[float]]) -> None:
     def note(name: str, seconds: float) -> None:
-        results[name] = seconds
+        results.setdefault(name, []).append(seconds)
         print(f"  {name}: {seconds:.1f} s", flush=True)
 
     for method in ("copy", "link"):
@@ -341,20 +346,22 @@ def debian_upgradecluster(b: Bench, pristine: Path, mode: str) -> float | None:
             link.unlink()
 
 
-def report(results: dict[str, float], size: int, args: argparse.Namespace) -> None:
+def report(runs: dict[str, list[float]], size: int, args: argparse.Namespace) -> None:
+    results = {name: statistics.median(times) for name, times in runs.items()}
     copy = results.get("pg_upgrade --copy (initdb + pg_upgrade)")
     debian = results.get("pg_upgradecluster -m upgrade")
     dumpall_down = results.get("pg_dumpall | psql (down)")
     print(
         f"\nPostgreSQL {args.old} -> {args.new}, pgbench scale {args.scale}, {size / 2**30:.2f} GiB, "
-        f"{os.cpu_count()} cores\n"
+        f"{os.cpu_count()} cores, median of {args.repeat} round(s)\n"
     )
-    print("| contender | seconds | vs pg_upgrade --copy | vs pg_upgradecluster -m upgrade |")
-    print("|---|---:|---:|---:|")
+    print("| contender | seconds (median) | range | vs pg_upgrade --copy | vs pg_upgradecluster -m upgrade |")
+    print("|---|---:|---:|---:|---:|")
     for name, seconds in results.items():
         ratio_copy = f"{seconds / copy:.2f}x" if copy else "-"
         ratio_deb = f"{seconds / debian:.2f}x" if debian else "-"
-        print(f"| {name.replace('|', chr(92) + '|')} | {seconds:.1f} | {ratio_copy} | {ratio_deb} |")
+        spread = f"{min(runs[name]):.1f}-{max(runs[name]):.1f}"
+        print(f"| {name.replace('|', chr(92) + '|')} | {seconds:.1f} | {spread} | {ratio_copy} | {ratio_deb} |")
     if dumpall_down and "nixos-migrate down (logical, verified)" in results:
         down = results["nixos-migrate down (logical, verified)"]
         print(f"\nlogical down: nixos-migrate / pg_dumpall | psql = {down / dumpall_down:.2f}x")

@@ -87,6 +87,31 @@ def _offline_databases(s: LdapSettings) -> list[tuple[str, str | None]]:
     return found
 
 
+def _running_slapd(s: LdapSettings) -> int | None:
+    """The pid in the pid file the config names (olcPidFile / pidfile), if that process lives."""
+    pidfile: str | None = None
+    if _has_cn_config(s) and s.config_dir is not None:
+        pidfile = ldif.parse((s.config_dir / "cn=config.ldif").read_text(errors="replace"))[0].first("olcPidFile")
+    elif s.config_file is not None and s.config_file.is_file():
+        for raw in s.config_file.read_text(errors="replace").splitlines():
+            words = raw.split()
+            if len(words) == 2 and words[0] == "pidfile":
+                pidfile = words[1]
+    try:
+        pid = int(Path(pidfile).read_text().split()[0]) if pidfile else None
+    except (OSError, ValueError, IndexError):
+        return None
+    if pid is None:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
 def _has_data(s: LdapSettings) -> bool:
     return s.data_dir.is_dir() and any(p.name != MARKER for p in s.data_dir.iterdir())
 
@@ -178,7 +203,9 @@ def check(service: Service, step: Step) -> list[Check]:
     if unit and service.control.is_active():
         checks.append(Check("slapd stopped before the step", True, f"{unit} runs now; `up` stops it first"))
         return checks
-    if outside or free < need:
+    pid = _running_slapd(s)
+    checks.append(Check("slapd not running", pid is None, f"pid {pid} (its pid file); stop it or set `unit`"))
+    if outside or free < need or pid is not None:
         return checks
     if detect_version(service) != step.from_version:
         # a later step of a plan: its config exists only after the step before it, whose reload

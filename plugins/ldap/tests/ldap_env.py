@@ -64,6 +64,7 @@ def config_ldif(prefix: Path, data: Path, backend: str) -> str:
     return f"""dn: cn=config
 objectClass: olcGlobal
 cn: config
+olcPidFile: {data.parent}/slapd.pid
 
 dn: cn=module{{0}},cn=config
 objectClass: olcModuleList
@@ -186,11 +187,15 @@ class Directory:
                 digest.update(str(path.relative_to(self.root)).encode() + b"\0" + path.read_bytes())
         return digest.hexdigest()
 
-    def add_entry(self, version: str, dn: str, attrs: dict[str, list[str]]) -> None:
-        """Write through a real slapd of `version` on the current config (as the service would)."""
+    def slapd(self, version: str) -> provision.Server:
+        """A real slapd of `version` on the current config, as the service runs it (start it)."""
         argv = [str(self.tool("slapd", version)), "-d", "0", *map(str, self._config_args()),
                 "-h", f"ldap://127.0.0.1:{self.port}/"]  # fmt: skip
-        with provision.Server(argv, self.user, log=self.root / "slapd.log") as server:
+        return provision.Server(argv, self.user, log=self.root / "slapd.log")
+
+    def add_entry(self, version: str, dn: str, attrs: dict[str, list[str]]) -> None:
+        """Write through a real slapd of `version` (as a client of the service would)."""
+        with self.slapd(version) as server:
             server.start(provision.port_open(self.port), timeout=30)
             conn = ldap3.Connection(f"ldap://127.0.0.1:{self.port}", ADMIN, SECRET, auto_bind=True)
             assert conn.add(dn, attributes=attrs), conn.result

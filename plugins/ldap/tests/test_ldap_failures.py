@@ -92,3 +92,14 @@ def test_a_slapadd_killed_while_loading_restores_every_file(tmp_path, manifest_b
     assert d.content("2.4", with_config=True) == content
     status = run_cli(manifest, "status", "--json").json[0]
     assert (status["recorded"], status["data_version"], status["dirty"]) == ("2.4", "2.4", None)
+
+
+def test_a_running_slapd_without_a_unit_is_refused(tmp_path, manifest_builder):
+    d = make_directory(tmp_path / "ldap", "2.4", people=50)
+    with d.slapd("2.4") as server:
+        server.start(provision.port_open(d.port), timeout=30)
+        before = d.content("2.4", with_config=True)
+        result = run_cli(_manifest(manifest_builder, d, provision.openldap("2.5")), "up", timeout=600)
+        assert result.code == 3, result.output
+        assert "pre-check slapd not running failed: pid" in result.stderr
+        assert d.content("2.4", with_config=True) == before
