@@ -22,7 +22,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from postgresql_upgrade import Bench, bare_pg_upgrade, create_pristine, nm, nm_manifest, timed
+from postgresql_upgrade import (
+    Bench,
+    bare_pg_upgrade,
+    bare_pg_upgrade_and_analyze,
+    create_pristine,
+    nm,
+    nm_manifest,
+    timed,
+)
 
 from nixos_migrate.testing import provision
 
@@ -65,6 +73,11 @@ def main() -> int:
             link = timed(bare_pg_upgrade, b, bare / "pg" / args.old, bare / "pg" / args.new, "link")
             print(f"  pg_upgrade --link: {link:.1f} s", flush=True)
             row = {"scale": scale, "GiB": size / 2**30, "bare link": link}
+            bare = b.fresh("bare-analyze")
+            snapshot(pristine, bare / "pg")
+            pg = bare / "pg"
+            row["bare link + analyze"] = timed(bare_pg_upgrade_and_analyze, b, pg / args.old, pg / args.new, "link")
+            print(f"  pg_upgrade --link + vacuumdb --analyze-in-stages: {row['bare link + analyze']:.1f} s", flush=True)
             for method in ("link", "auto"):
                 base = b.fresh(f"nm-{method}")
                 snapshot(pristine, base / "pgdata")
@@ -80,14 +93,15 @@ def main() -> int:
             subprocess.run(["rm", "-rf", str(b.sock)], check=False)
         subprocess.run(["rm", "-rf", str(work)], check=False)
     print(
-        "\n| scale | GiB | pg_upgrade --link | nixos-migrate link (ratio) | backup | nixos-migrate auto=clone (ratio) |"
-        " backup |"
+        "\n| scale | GiB | pg_upgrade --link | + analyze | nixos-migrate link (ratio; vs + analyze) | backup |"
+        " nixos-migrate auto=clone (ratio) | backup |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
-            f"| {r['scale']} | {r['GiB']:.2f} | {r['bare link']:.1f} s | {r['nixos-migrate link']:.1f} s "
-            f"({r['nixos-migrate link'] / r['bare link']:.2f}x) | {r['backup (link)']:.1f} s | "
+            f"| {r['scale']} | {r['GiB']:.2f} | {r['bare link']:.1f} s | {r['bare link + analyze']:.1f} s | "
+            f"{r['nixos-migrate link']:.1f} s ({r['nixos-migrate link'] / r['bare link']:.2f}x; "
+            f"{r['nixos-migrate link'] / r['bare link + analyze']:.2f}x) | {r['backup (link)']:.1f} s | "
             f"{r['nixos-migrate auto']:.1f} s ({r['nixos-migrate auto'] / r['bare link']:.2f}x) | "
             f"{r['backup (auto)']:.1f} s |"
         )

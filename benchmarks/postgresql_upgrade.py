@@ -164,6 +164,12 @@ def run_contenders(b: Bench, args: argparse.Namespace, pristine: Path, results: 
         old = b.fresh(f"bare-{method}") / "old"
         b.copy(pristine, old)
         note(f"pg_upgrade --{method} (initdb + pg_upgrade)", timed(bare_pg_upgrade, b, old, old.parent / "new", method))
+    old = b.fresh("bare-copy-analyze") / "old"
+    b.copy(pristine, old)
+    note(
+        "pg_upgrade --copy + vacuumdb --analyze-in-stages",
+        timed(bare_pg_upgrade_and_analyze, b, old, old.parent / "new", "copy"),
+    )
 
     old = b.fresh("dumpall") / "old"
     b.copy(pristine, old)
@@ -216,6 +222,15 @@ def bare_pg_upgrade(b: Bench, old: Path, new: Path, method: str) -> None:
         ],
         cwd=str(old.parent),
     )
+
+
+def bare_pg_upgrade_and_analyze(b: Bench, old: Path, new: Path, method: str) -> None:
+    """The manual's whole procedure: pg_upgrade, then `vacuumdb --all --analyze-in-stages` on the
+    new server (pg_upgrade carries no planner statistics before 18)."""
+    bare_pg_upgrade(b, old, new, method)
+    with b.server(b.new, new) as port:
+        stages = ["--analyze-in-stages", "--missing-stats-only"] if int(b.new) >= 18 else ["--analyze-in-stages"]
+        b.run([b.bin(b.new, "vacuumdb"), "-h", b.sock, "-p", str(port), "-U", b.su, "--all", *stages])
 
 
 def dump_restore(b: Bench, src_major: str, src: Path, dst_major: str, dst: Path) -> None:

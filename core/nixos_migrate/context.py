@@ -35,6 +35,8 @@ class Service:
         control: the systemd unit, if any.
         step: the step being backed up, performed, verified or restored; None outside a step
             (an on-demand `verify`), so `verify` knows whether to compare with a pre-step state.
+        applying: True while the pre-checks of a run that goes on to perform the steps run
+            (`up`, `down`), False for `plan`.
     """
 
     name: str
@@ -50,6 +52,7 @@ class Service:
     progress: Progress
     control: ServiceControl
     step: Step | None = None
+    applying: bool = False
 
     def private_dir(self, path: Path) -> Path:
         """Create `path` 0700, owned by the service's user (backups, staging and scratch areas are

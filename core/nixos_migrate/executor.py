@@ -335,6 +335,7 @@ class Engine:
                     # the data is checked as the step will find it: with its service stopped
                     service.control.precheck()
                     service.control.stop()
+                    service.applying = True
                     run_prechecks(plan, self.hooks(name))
                     plan.raise_refusals()
         except BaseException:

@@ -111,7 +111,10 @@ def check(service: Service, step: Step) -> list[Check]:
     running, background migrations finished.
 
     Args:
-        service: the service context.
+        service: the service context. `service.applying` is True when the steps follow in this
+            run (`up`, `down`; the service's unit is stopped by then) and False for `plan` (the
+            pre-switch check): a dry run that the step itself repeats before it changes anything
+            may be left to the step when applying.
         step: the step that will run.
 
     Returns: a list of `Check(name, ok, detail)`; an empty list when there is nothing to check.

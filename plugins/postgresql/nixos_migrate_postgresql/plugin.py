@@ -249,7 +249,12 @@ def check(service: Service, step: Step) -> list[Check]:
         Check(f"room for the new cluster ({method})", free >= need, f"{free >> 20} MiB free, {need >> 20} MiB needed")
     )
     if step.direction == "up" and method != "dump":
-        checks.append(_pg_upgrade_check(service, step, src, dst, found, method))
+        if service.applying:
+            # pg_upgrade runs the same consistency checks first, before it changes anything, and a
+            # failure there is restored like any other; `plan` (the pre-switch check) runs them now
+            checks.append(Check("pg_upgrade --check", True, "done by pg_upgrade itself before it changes anything"))
+        else:
+            checks.append(_pg_upgrade_check(service, step, src, dst, found, method))
     return checks
 
 

@@ -110,3 +110,26 @@ def test_verify_mismatch_restores_the_old_cluster(cluster_factory, pg_service, p
     assert "sales.orders" in result.stderr  # the table whose rows went missing is named
     assert (pg_root / "data" / "PG_VERSION").read_text().strip() == "16"
     assert Cluster("16", pg_root / "data", cluster.sock, cluster.user).offline_content() == before
+
+
+def test_what_pg_upgrade_refuses_is_refused_by_plan_and_restored_by_up(cluster_factory, pg_service, pg_root):
+    """A column of a reg* type cannot cross pg_upgrade: `plan` (the pre-switch check) runs
+    pg_upgrade --check and refuses; `up` leaves that check to pg_upgrade itself, which fails before
+    it changes anything, and the step is restored."""
+    cluster = cluster_factory("16", pg_root / "data", sql=None)
+    cluster.start()
+    try:
+        cluster.psql("CREATE TABLE oids (f regproc); INSERT INTO oids VALUES ('now'::regproc);")
+    finally:
+        cluster.stop()
+    before = cluster.offline_content()
+    svc = pg_service(pg_root / "data", ("16", "17"), method="copy")
+    plan = svc.cli("17", "plan")
+    assert plan.code == 3, plan.output
+    assert "pg_upgrade --check failed" in plan.stderr
+    assert "reg*" in plan.stderr
+    result = svc.cli("17", "up")
+    assert result.code == 1, result.output
+    assert "restored" in result.stderr
+    assert (pg_root / "data" / "PG_VERSION").read_text().strip() == "16"
+    assert cluster.offline_content() == before
