@@ -257,7 +257,7 @@ def dump_restore(b: Bench, src_major: str, src: Path, dst_major: str, dst: Path)
 def nm_manifest(b: Bench, base: Path, old: Path, new: Path, method: str) -> Path:
     manifest = base / "manifest.json"
     sock = b.sock / base.name  # removed with b.sock at the end
-    sock.mkdir()
+    sock.mkdir(exist_ok=True)  # a later round reuses it
     os.chown(sock, b.user.pw_uid, b.user.pw_gid)
     manifest.write_text(
         json.dumps(
