@@ -27,8 +27,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import ldap3
-
 from nixos_migrate import filebackup
 from nixos_migrate.context import Service
 from nixos_migrate.errors import MigrateError
@@ -445,6 +443,9 @@ def _password(s: LdapSettings) -> str | None:
 
 
 def _count(s: LdapSettings, suffixes: list[str]) -> dict[str, int]:
+    # imported here: every nixos-migrate run loads every plugin, and ldap3 takes a quarter second
+    import ldap3
+
     server = ldap3.Server("127.0.0.1", port=s.port, get_info=ldap3.NONE, connect_timeout=10)
     conn = ldap3.Connection(server, user=s.bind_dn, password=_password(s), auto_bind=False, receive_timeout=60)
     try:
