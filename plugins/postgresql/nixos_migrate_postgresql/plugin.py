@@ -229,16 +229,19 @@ def check(service: Service, step: Step) -> list[Check]:
             )
     if not all(c.ok for c in checks):
         return checks
-    found, _ = _inspect_source(service, step, src, fingerprint_too=False)
-    checks.append(Check("data checksums carried", True, "on" if found.checksums else "off"))
-    checks.append(
-        Check(
-            "encoding and locale carried",
-            True,
-            f"{found.encoding}, {found.collate}/{found.ctype}, provider {found.provider}",
+    found: Inspection | None = None
+    if not service.applying or s.expected_databases is not None:
+        # a private server on the old cluster; when applying, the backup inspects it anyway
+        found, _ = _inspect_source(service, step, src, fingerprint_too=False)
+        checks.append(Check("data checksums carried", True, "on" if found.checksums else "off"))
+        checks.append(
+            Check(
+                "encoding and locale carried",
+                True,
+                f"{found.encoding}, {found.collate}/{found.ctype}, provider {found.provider}",
+            )
         )
-    )
-    if s.expected_databases is not None:
+    if found is not None and s.expected_databases is not None:
         extra = sorted(set(found.databases) - set(s.expected_databases) - {"template0", "template1", "postgres"})
         checks.append(Check("only the expected databases", not extra, f"unexpected: {', '.join(extra)}"))
     size = tree_size(src)
@@ -249,7 +252,7 @@ def check(service: Service, step: Step) -> list[Check]:
         Check(f"room for the new cluster ({method})", free >= need, f"{free >> 20} MiB free, {need >> 20} MiB needed")
     )
     if step.direction == "up" and method != "dump":
-        if service.applying:
+        if found is None or service.applying:
             # pg_upgrade runs the same consistency checks first, before it changes anything, and a
             # failure there is restored like any other; `plan` (the pre-switch check) runs them now
             checks.append(Check("pg_upgrade --check", True, "done by pg_upgrade itself before it changes anything"))

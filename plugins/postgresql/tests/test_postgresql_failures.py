@@ -8,7 +8,7 @@ import signal
 import time
 from pathlib import Path
 
-from conftest import Cluster
+from conftest import SMALL, Cluster
 
 from nixos_migrate.testing import provision
 
@@ -131,5 +131,17 @@ def test_what_pg_upgrade_refuses_is_refused_by_plan_and_restored_by_up(cluster_f
     result = svc.cli("17", "up")
     assert result.code == 1, result.output
     assert "restored" in result.stderr
+    assert (pg_root / "data" / "PG_VERSION").read_text().strip() == "16"
+    assert cluster.offline_content() == before
+
+
+def test_a_database_not_in_expected_databases_is_refused(cluster_factory, pg_service, pg_root):
+    cluster = cluster_factory("16", pg_root / "data", sql=SMALL)
+    before = cluster.offline_content()
+    svc = pg_service(pg_root / "data", ("16", "17"), expected_databases=["billing"])
+    for command in ("plan", "up"):
+        result = svc.cli("17", command)
+        assert result.code == 3, result.output
+        assert "pre-check only the expected databases failed: unexpected: app" in result.stderr
     assert (pg_root / "data" / "PG_VERSION").read_text().strip() == "16"
     assert cluster.offline_content() == before
