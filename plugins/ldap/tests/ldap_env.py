@@ -19,6 +19,7 @@ import ldap3
 from nixos_migrate.testing import provision
 
 SUFFIX = "dc=example,dc=org"
+OTHER = "dc=other,dc=net"  # the second database of `make_directory(..., second=True)`
 ADMIN = f"cn=admin,{SUFFIX}"
 SECRET = "s3cret-for-tests"
 VERSIONS = ("2.4", "2.5", "2.6")
@@ -53,6 +54,26 @@ def directory_ldif(people: int) -> str:
         )
         out.append(f"dn: cn=group{g},ou=groups,{SUFFIX}\nobjectClass: groupOfNames\ncn: group{g}\n{members}")
     return "\n\n".join(out) + "\n"
+
+
+def second_database(data: Path, backend: str) -> str:
+    """A second database, in a directory of its own inside the data directory."""
+    return f"""
+dn: olcDatabase={{2}}{backend},cn=config
+objectClass: olcDatabaseConfig
+objectClass: olc{backend.capitalize()}Config
+olcDatabase: {{2}}{backend}
+olcSuffix: {OTHER}
+olcDbDirectory: {data}/other
+olcRootDN: cn=admin,{OTHER}
+olcDbIndex: objectClass eq
+"""
+
+
+def other_ldif(n: int) -> str:
+    head = f"dn: {OTHER}\nobjectClass: top\nobjectClass: dcObject\nobjectClass: organization\no: Other\ndc: other"
+    rows = [f"dn: cn=device{i},{OTHER}\nobjectClass: device\ncn: device{i}\nserialNumber: {i:08d}" for i in range(n)]
+    return "\n\n".join([head, *rows]) + "\n"
 
 
 def config_ldif(prefix: Path, data: Path, backend: str) -> str:
@@ -159,12 +180,12 @@ class Directory:
             return ["-F", self.config_dir]
         return ["-f", self.config_file]
 
-    def content(self, version: str, with_config: bool = False) -> str:
-        """Digest of what slapcat of `version` prints of the data (and the config): records
-        unfolded, lines and records sorted."""
+    def content(self, version: str, with_config: bool = False, suffix: str = SUFFIX) -> str:
+        """Digest of what slapcat of `version` prints of the data under `suffix` (and the config):
+        records unfolded, lines and records sorted."""
         out = self.root / "dump.ldif"
         text = ""
-        for selector in (["-b", SUFFIX], *([["-n", "0"]] if with_config else [])):
+        for selector in (["-b", suffix], *([["-n", "0"]] if with_config else [])):
             self.as_user([self.tool("slapcat", version), *self._config_args(), *selector, "-l", out])
             text += out.read_text() + "\n"
             out.unlink()
@@ -203,7 +224,13 @@ class Directory:
 
 
 def make_directory(
-    root: Path, version: str, *, backend: str = "hdb", people: int = 200, style: str = "cn=config"
+    root: Path,
+    version: str,
+    *,
+    backend: str = "hdb",
+    people: int = 200,
+    style: str = "cn=config",
+    second: bool = False,
 ) -> Directory:
     user = provision.server_user()
     root.mkdir(parents=True, exist_ok=True)
@@ -216,13 +243,21 @@ def make_directory(
     d.password_file.chmod(0o600)
     if style == "cn=config":
         d.config_dir.mkdir()
-        (root / "config.ldif").write_text(config_ldif(prefix, d.data_dir, backend))
+        config = config_ldif(prefix, d.data_dir, backend)
+        if second:
+            (d.data_dir / "other").mkdir()
+            config += second_database(d.data_dir, backend)
+        (root / "config.ldif").write_text(config)
         provision.chown_tree(root, user)
         d.as_user([d.tool("slapadd"), "-n", "0", "-F", d.config_dir, "-l", root / "config.ldif"])
     else:
         d.config_file.write_text(slapd_conf(prefix, d.data_dir))
         provision.chown_tree(root, user)
     d.as_user([d.tool("slapadd"), "-q", *d._config_args(), "-b", SUFFIX, "-l", root / "people.ldif"])
+    if second:
+        (root / "other.ldif").write_text(other_ldif(300))
+        provision.chown_tree(root, user)
+        d.as_user([d.tool("slapadd"), "-q", *d._config_args(), "-b", OTHER, "-l", root / "other.ldif"])
     os.chown(d.password_file, 0, 0)  # read by nixos-migrate (root), not by slapd
     return d
 

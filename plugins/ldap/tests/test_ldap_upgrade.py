@@ -7,7 +7,7 @@ Content is compared with slapcat and a digest written apart from the plugin's.""
 from __future__ import annotations
 
 import ldap_env
-from ldap_env import SUFFIX, make_directory, settings
+from ldap_env import OTHER, SUFFIX, make_directory, settings
 
 from nixos_migrate.testing.cli import run_cli
 
@@ -74,3 +74,17 @@ def test_slapd_conf_is_converted_to_cn_config(tmp_path, manifest_builder):
     assert "olcDatabase={1}mdb.ldif" in {p.name for p in (d.config_dir / "cn=config").iterdir()}
     assert d.content("2.5") == before
     assert _checks(result)["slapcat equals the LDIF before the step"]["ok"]
+
+
+def test_two_databases_in_directories_of_their_own_go_up_together(tmp_path, manifest_builder):
+    d = make_directory(tmp_path / "ldap", "2.4", people=300, second=True)
+    before = {suffix: d.content("2.4", suffix=suffix) for suffix in (SUFFIX, OTHER)}
+    result = _cli(manifest_builder, d, "2.5", "up", "--json")
+    assert result.code == 0, result.output
+    checks = _checks(result)
+    assert checks[f"entries under {OTHER}"]["detail"] == "301"
+    assert checks["slapcat equals the LDIF before the step"]["detail"].startswith("2 database(s)")
+    assert {suffix: d.content("2.5", suffix=suffix) for suffix in (SUFFIX, OTHER)} == before
+    assert (d.data_dir / "other" / "data.mdb").exists()
+    names = {p.name for p in (d.config_dir / "cn=config").iterdir()}
+    assert {"olcDatabase={1}mdb.ldif", "olcDatabase={2}mdb.ldif"} <= names
