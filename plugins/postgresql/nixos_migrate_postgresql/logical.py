@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from nixos_migrate.context import Service
@@ -29,8 +30,27 @@ _OLDER_SPELLINGS: list[tuple[int, str, str]] = [
 ]
 
 
+#: a COPY block of a plain dump: its rows are data and never rewritten
+_COPY_START = re.compile(r"^COPY .* FROM stdin;$")
+_COPY_END = "\\."
+
+
+def _adapt(lines: Iterable[str], target_major: int, superuser: str) -> Iterator[str]:
+    """The dump's lines as the target major takes them; rows inside COPY blocks pass untouched."""
+    in_copy = False
+    for line in lines:
+        if in_copy:
+            in_copy = line.rstrip("\n") != _COPY_END
+            yield line
+            continue
+        in_copy = bool(_COPY_START.match(line.rstrip("\n")))
+        adapted = _adapt_line(line, target_major, superuser)
+        if adapted is not None:
+            yield adapted
+
+
 def _adapt_line(line: str, target_major: int, superuser: str) -> str | None:
-    """The line as the target major takes it, or None to drop it."""
+    """The line (outside COPY data) as the target major takes it, or None to drop it."""
     if any(target_major < since and pattern.match(line) for since, pattern in _NEWER_SETTINGS):
         return None
     if line.rstrip() == f"CREATE ROLE {_quote(superuser)};":
@@ -52,7 +72,8 @@ def _sed_literal(text: str, replacement: bool = False) -> str:
 
 
 def _sed_program(target_major: int) -> list[str]:
-    """sed arguments that drop or rewrite what only newer servers understand (fixed patterns only)."""
+    """sed arguments that drop or rewrite what only newer servers understand (fixed patterns only),
+    leaving the rows of COPY blocks alone; empty when the target needs nothing rewritten."""
     args = []
     for since, pattern in _NEWER_SETTINGS:
         if target_major < since:
@@ -60,7 +81,10 @@ def _sed_program(target_major: int) -> list[str]:
     for before, old, new in _OLDER_SPELLINGS:
         if target_major < before:
             args += ["-e", f"s/{_sed_literal(old)}/{_sed_literal(new, replacement=True)}/g"]
-    return args or ["-e", ""]
+    if not args:
+        return []
+    # inside a COPY block (its first line included: table names are data too) branch to the end
+    return ["-e", r"/^COPY .* FROM stdin;$/,/^\\\.$/b", *args]
 
 
 def copy_cluster(
@@ -94,13 +118,15 @@ def copy_cluster(
         _adapt_file(globals_sql, target_major, superuser)
         service.run.run([*psql, "-d", "postgres", "-f", globals_sql])
     globals_sql.unlink()
-    sed = ["sed", *_sed_program(target_major)]
+    program = _sed_program(target_major)
+    # without rules, sed would only cost a copy of every byte
+    rewrite: list[list[str | Path]] = [["sed", *program]] if program else []
     with service.progress.task("copy databases", total=len(databases)) as task:
         for db in databases:
             create = db not in ("postgres", "template1")
             dump: list[str | Path] = [dump_bin / "pg_dump", *conn, "-d", db, "--no-sync", "-Fp"]
             dump += ["--create"] if create else []
-            service.run.pipeline([dump, sed, [*psql, "-d", "postgres" if create else db]])
+            service.run.pipeline([dump, *rewrite, [*psql, "-d", "postgres" if create else db]])
             task.advance()
 
 
@@ -108,10 +134,9 @@ def _adapt_file(path: Path, target_major: int, superuser: str) -> None:
     """Rewrite the dump at `path` in place, line by line (dumps can be large), keeping its owner."""
     adapted = path.with_suffix(".adapted")
     with path.open("rb") as src, adapted.open("wb") as dst:
-        for raw in src:
-            line = _adapt_line(raw.decode("utf-8", "surrogateescape"), target_major, superuser)
-            if line is not None:
-                dst.write(line.encode("utf-8", "surrogateescape"))
+        lines = (raw.decode("utf-8", "surrogateescape") for raw in src)
+        for line in _adapt(lines, target_major, superuser):
+            dst.write(line.encode("utf-8", "surrogateescape"))
     st = path.stat()
     if os.geteuid() == 0:
         os.chown(adapted, st.st_uid, st.st_gid)

@@ -1,6 +1,6 @@
 # mypy: allow-untyped-defs, allow-untyped-calls, allow-incomplete-defs
 """Dumps going down to older majors: the streaming sed program and the in-process rewrite of the
-globals apply the same rules."""
+globals apply the same rules, and neither touches the rows of COPY blocks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from nixos_migrate_postgresql.logical import _adapt_line, _sed_program
+from nixos_migrate_postgresql.logical import _adapt, _sed_program
 
 DUMP = (
     "SET default_table_access_method = heap;\n"
@@ -17,17 +17,25 @@ DUMP = (
     "CREATE DATABASE legacy WITH TEMPLATE = template0 ENCODING = 'LATIN1' LOCALE_PROVIDER = libc LOCALE = 'C';\n"
     "COPY t (a) FROM stdin;\n"
     "a.b*c [x] ^$ & / \\\\\n"
+    "SET transaction_timeout = 0;\n"
+    "x LOCALE_PROVIDER = libc y\n"
     "\\.\n"
+    "SET transaction_timeout = 0;\n"
 )
+
+
+ROWS = "a.b*c [x] ^$ & / \\\\\nSET transaction_timeout = 0;\nx LOCALE_PROVIDER = libc y\n"
 
 
 @pytest.mark.parametrize("target", [11, 13, 14, 16, 18])
 def test_sed_and_python_rewrite_dumps_alike(target):
-    by_sed = subprocess.run(
-        ["sed", *_sed_program(target)], input=DUMP, capture_output=True, text=True, check=True
-    ).stdout
-    by_python = "".join(line for line in (_adapt_line(x, target, "postgres") for x in DUMP.splitlines(True)) if line)
+    program = _sed_program(target)
+    sed = subprocess.run(["sed", *program], input=DUMP, capture_output=True, text=True, check=True) if program else None
+    by_sed = sed.stdout if sed else DUMP  # the pipeline leaves sed out
+    by_python = "".join(_adapt(DUMP.splitlines(True), target, "postgres"))
     assert by_sed == by_python
-    assert ("transaction_timeout" in by_sed) == (target >= 17)
-    assert ("LOCALE_PROVIDER" in by_sed) == (target >= 15)
-    assert "a.b*c [x] ^$ & / \\\\\n" in by_sed  # data rows pass untouched
+    assert (program == []) == (target >= 17)  # nothing to rewrite: no sed in the pipeline
+    outside = by_sed.replace(ROWS, "")
+    assert ("transaction_timeout" in outside) == (target >= 17)
+    assert ("LOCALE_PROVIDER" in outside) == (target >= 15)
+    assert ROWS in by_sed  # data rows pass untouched, even those that look like settings
