@@ -16,6 +16,12 @@ Depths:
   by hashing its number with the seed (the same code since 9.5), so identical files give the same
   blocks on every major, and the read costs the same at 1 GB and at 1 TB.
 - `shape` lists the objects without reading tables (a plain `verify` with nothing to compare).
+
+Row hashes: `text` hashes each row's text form (any type, any major); `record` (both majors 14 or
+later) hashes the row with `hash_record_extended`, about three times faster, for tables whose
+columns are all of built-in types with stable hash functions (by fixed OID, arrays of them too)
+and deterministic collations; other tables are hashed as text. The same catalog query decides on
+both sides, so a table is hashed the same way before and after.
 """
 
 from __future__ import annotations
@@ -31,12 +37,19 @@ from nixos_migrate_postgresql.server import PrivateServer
 
 Fingerprint = dict[str, Any]
 Depth = Literal["full", "sample", "shape"]
+RowHash = Literal["text", "record"]
 
 _STABLE_OUTPUT = (
     "SET datestyle = 'ISO, YMD'; SET timezone = 'UTC'; SET intervalstyle = 'postgres';"
     " SET bytea_output = 'hex'; SET extra_float_digits = 3; SET lc_monetary = 'C'"
 )
 _ROW_HASH = "coalesce(sum(hashtextextended({row}::text, 0)), 0)::text"
+_RECORD_HASH = "coalesce(sum(hash_record_extended({row}, 0)), 0)::text"
+#: built-in types (fixed OIDs since forever) whose extended hash functions are the same on every
+#: major: bool bytea char name int8 int2 int4 text oid cidr float4 float8 inet bpchar varchar date
+#: time timestamp timestamptz interval numeric uuid jsonb
+_HASHABLE_TYPES = [16, 17, 18, 19, 20, 21, 23, 25, 26, 650, 700, 701, 869, 1042, 1043, 1082, 1083, 1114, 1184,
+                   1186, 1700, 2950, 3802]  # fmt: skip
 #: tables larger than this many blocks are hashed in block ranges by several connections at once
 _CHUNK_BLOCKS = 8192
 #: in `sample` depth, tables above this many blocks (64 MiB) are sampled ...
@@ -71,6 +84,18 @@ def _database_shape(server: PrivateServer, db: str) -> tuple[dict[str, Any], lis
             f" AND {_USER_SCHEMAS}"
         ).fetchall()
         sizes = {str(k): int(str(v)) for k, v in rows}
+        hashable = conn.execute(
+            "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            f" WHERE c.relkind IN ('r', 'm') AND {_USER_SCHEMAS}"
+            " AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0"
+            "  AND NOT a.attisdropped)"
+            " AND NOT EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
+            "  LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'"
+            "  LEFT JOIN pg_collation co ON co.oid = a.attcollation"
+            "  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
+            "  AND (NOT coalesce(e.oid, t.oid) = ANY(%s::oid[]) OR NOT coalesce(co.collisdeterministic, true)))",
+            (_HASHABLE_TYPES,),
+        ).fetchall()
     shape: dict[str, Any] = {
         "relations": {f"{s}.{r}": kind for s, r, kind in relations},
         "functions": [f for (f,) in functions],
@@ -80,14 +105,21 @@ def _database_shape(server: PrivateServer, db: str) -> tuple[dict[str, Any], lis
     }
     tables = [(db, str(s), str(r)) for s, r, kind in relations if kind in ("r", "m", "S")]
     kinds = {f"{s}.{r}": kind for s, r, kind in relations}
-    return shape | {"kinds": kinds, "sizes": sizes}, tables
+    return shape | {"kinds": kinds, "sizes": sizes, "hashable": [str(h) for (h,) in hashable]}, tables
 
 
 def _table(
-    server: PrivateServer, db: str, schema: str, name: str, kind: str, blocks: tuple[int, int] | None, sample: float
+    server: PrivateServer,
+    db: str,
+    schema: str,
+    name: str,
+    kind: str,
+    blocks: tuple[int, int] | None,
+    sample: float,
+    record: bool,
 ) -> tuple[str, list[int]]:
     """Row count and hash sum of a table (or of the block range `blocks` of it, or of a repeatable
-    `sample` percent of its blocks); a sequence's value."""
+    `sample` percent of its blocks), by record hash or text hash; a sequence's value."""
     ident = sql.Identifier(schema, name)
     with server.connect(db) as conn:
         conn.execute(_STABLE_OUTPUT)
@@ -101,9 +133,8 @@ def _table(
                 where = sql.SQL(" WHERE t.ctid >= {} AND t.ctid < {}").format(
                     sql.Literal(f"({blocks[0]},0)"), sql.Literal(f"({blocks[1]},0)")
                 )
-            query = sql.SQL("SELECT count(*), " + _ROW_HASH.format(row="t") + "::numeric FROM ONLY {} t{}").format(
-                ident, where
-            )
+            row_hash = (_RECORD_HASH if record else _ROW_HASH).format(row="t")
+            query = sql.SQL("SELECT count(*), " + row_hash + "::numeric FROM ONLY {} t{}").format(ident, where)
             row = conn.execute(query).fetchone()
     return f"{db}/{schema}.{name}", [int(str(v)) for v in (row or ())]
 
@@ -146,8 +177,10 @@ def take(
     depth: Depth = "full",
     sample_above: int = SAMPLE_ABOVE,
     sample_blocks: int = SAMPLE_BLOCKS,
+    row_hash: RowHash = "text",
 ) -> Fingerprint:
-    """The fingerprint of everything the running `server` holds, read to `depth` (see above)."""
+    """The fingerprint of everything the running `server` holds, read to `depth` with `row_hash`
+    (see above)."""
     with server.connect("postgres") as conn:
         databases = conn.execute(
             "SELECT datname, pg_encoding_to_char(encoding), datcollate, datctype, datallowconn FROM pg_database"
@@ -159,17 +192,20 @@ def take(
         ).fetchall()
     result: Fingerprint = {
         "depth": depth,
+        "row_hash": row_hash,
         "roles": [[str(v) for v in r] for r in roles],
         "databases": {},
     }
     work = []
     sizes: dict[str, int] = {}
+    hashable: set[str] = set()
     for name, encoding, collate, ctype, allowconn in databases:
         entry: dict[str, Any] = {"encoding": encoding, "collate": collate, "ctype": ctype}
         if allowconn:
             shape, tables = _database_shape(server, str(name))
             kinds = shape.pop("kinds")
             sizes |= {f"{name}/{rel}": int(pages) for rel, pages in shape.pop("sizes").items()}
+            hashable |= {f"{name}/{rel}" for rel in shape.pop("hashable")}
             entry |= shape
             work += [(db, s, r, kinds[f"{s}.{r}"]) for db, s, r in tables]
         result["databases"][str(name)] = entry
@@ -183,7 +219,9 @@ def take(
 
     def hashed(piece: tuple[Any, ...]) -> tuple[str, list[int]]:
         db, schema, name, kind, blocks, sampling = piece
-        return _table(server, db, schema, name, kind, blocks, percent[f"{db}/{schema}.{name}"] if sampling else 0.0)
+        key = f"{db}/{schema}.{name}"
+        record = row_hash == "record" and key in hashable
+        return _table(server, db, schema, name, kind, blocks, percent[key] if sampling else 0.0, record)
 
     totals: dict[str, list[int]] = {}
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:

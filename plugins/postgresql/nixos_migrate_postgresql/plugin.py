@@ -155,13 +155,21 @@ def _depth(service: Service, step: Step) -> fingerprint.Depth:
     return "full" if logical or s.verify_depth == "full" else "sample"
 
 
+def _majors(step: Step) -> tuple[int, int]:
+    return int(step.from_version or 0), int(step.to_version)
+
+
 def _inspect_source(service: Service, step: Step, src: Path, *, fingerprint_too: bool) -> tuple[Inspection, Any]:
     s = _settings(service)
     prefix = prefix_of(s, step.from_version or "")
     control = control_data(service.run, prefix, src)
     with running(service, prefix, src, _socket(service), s.port, s.superuser) as server:
         found = inspect(server, control, s.superuser)
-        fp = fingerprint.take(server, s.jobs, depth=_depth(service, step)) if fingerprint_too else None
+        fp = None
+        if fingerprint_too:
+            # hash_record_extended exists from 14: both sides must have it
+            row_hash: fingerprint.RowHash = "record" if min(_majors(step)) >= 14 else "text"
+            fp = fingerprint.take(server, s.jobs, depth=_depth(service, step), row_hash=row_hash)
     return found, fp
 
 
@@ -538,7 +546,8 @@ def verify(service: Service) -> list[Check]:
             checks.append(Check("server starts", True, ""))
             expected = _expected(service)
             depth: fingerprint.Depth = "shape" if expected is None else expected.get("depth", "full")
-            fp = fingerprint.take(server, s.jobs, depth=depth)
+            row_hash: fingerprint.RowHash = "text" if expected is None else expected.get("row_hash", "text")
+            fp = fingerprint.take(server, s.jobs, depth=depth, row_hash=row_hash)
             checks += _compare_expected(expected, fp)
             checks += _amcheck(server, fingerprint.SAMPLE_ABOVE if depth == "sample" else None)
     except MigrateError as exc:

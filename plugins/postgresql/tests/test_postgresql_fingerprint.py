@@ -46,9 +46,12 @@ def test_sampled_fingerprint_picks_the_same_blocks_after_a_real_pg_upgrade(clust
     data = pg_root / "data"
     cluster = cluster_factory("13", data)
     svc = pg_service(data, ("13", "18"), method="link")
-    small = {"sample_above": 64, "sample_blocks": 40}  # sales.orders (~1700 blocks) is sampled
+
+    def sampled(server):  # sales.orders (~1700 blocks) is sampled
+        return fingerprint.take(server, jobs=2, depth="sample", sample_above=64, sample_blocks=40)
+
     with _server(svc, "18", cluster.prefix, data) as server:
-        before = fingerprint.take(server, jobs=2, depth="sample", **small)
+        before = sampled(server)
         full_before = fingerprint.take(server, jobs=2, depth="full")
     orders = before["databases"]["app"]["tables"]["sales.orders"]
     assert orders[0].endswith(" blocks") and orders[1].startswith("sample ")
@@ -58,7 +61,7 @@ def test_sampled_fingerprint_picks_the_same_blocks_after_a_real_pg_upgrade(clust
     assert result.code == 0, result.output
     upgraded = type(cluster)("18", data, cluster.sock, cluster.user)
     with _server(svc, "18", upgraded.prefix, data) as server:
-        after = fingerprint.take(server, jobs=2, depth="sample", **small)
+        after = sampled(server)
         assert after == before
         assert fingerprint.take(server, jobs=2, depth="full") == full_before
         with server.connect("app") as conn:
@@ -66,5 +69,27 @@ def test_sampled_fingerprint_picks_the_same_blocks_after_a_real_pg_upgrade(clust
                 "INSERT INTO sales.orders (customer, amount, created)"
                 " SELECT g::text, 1, now() FROM generate_series(1, 5000) g"
             )
-        grown = fingerprint.take(server, jobs=2, depth="sample", **small)
+        grown = sampled(server)
     assert fingerprint.differences(before, grown)[0].startswith("databases/app/tables/sales.orders")
+
+
+def test_record_hashes_cover_built_in_types_and_fall_back_to_text_for_the_rest(cluster_factory, pg_service, pg_root):
+    cluster = cluster_factory("17", pg_root / "data")
+    svc = pg_service(pg_root / "data", ("17",))
+    with _server(svc, "17", cluster.prefix, cluster.data) as server:
+        with server.connect("app") as conn:
+            conn.execute(
+                "CREATE TABLE sales.notes (id int, doc json); INSERT INTO sales.notes VALUES (1, '{\"a\": 1}')"
+            )
+        text = fingerprint.take(server, jobs=2, row_hash="text")
+        record = fingerprint.take(server, jobs=2, row_hash="record")
+        tables = {
+            k: (text["databases"]["app"]["tables"][k], v) for k, v in record["databases"]["app"]["tables"].items()
+        }
+        assert tables["sales.orders"][0][0] == tables["sales.orders"][1][0] == "100000"
+        assert tables["sales.orders"][0][1] != tables["sales.orders"][1][1]  # hashed as records
+        assert tables["sales.notes"][0] == tables["sales.notes"][1]  # json has no hash function: as text
+        with server.connect("app") as conn:
+            conn.execute("UPDATE sales.orders SET payload = payload || '{\"x\": 1}' WHERE id = 4242")
+        changed = fingerprint.take(server, jobs=2, row_hash="record")
+    assert fingerprint.differences(record, changed)[0].startswith("databases/app/tables/sales.orders")
