@@ -66,23 +66,26 @@ def _config_args(s: LdapSettings) -> list[str | Path]:
     raise MigrateError(f"no OpenLDAP configuration in {s.config_dir or s.config_file}")
 
 
-def _offline_databases(s: LdapSettings) -> list[tuple[str, str | None]]:
-    """(backend, directory) of each database, read from the files without any slapd."""
-    found: list[tuple[str, str | None]] = []
+def _offline_databases(s: LdapSettings) -> list[ldif.Database]:
+    """The databases of the config as it is now, read from its files without any slapd."""
     if _has_cn_config(s) and s.config_dir is not None:
-        for path in sorted((s.config_dir / "cn=config").glob("olcDatabase=*.ldif")):
-            found += [(db.backend, db.directory) for db in ldif.databases(ldif.parse(path.read_text(errors="replace")))]
-    elif s.config_file is not None and s.config_file.is_file():
-        backend: str | None = None
-        for raw in s.config_file.read_text(errors="replace").splitlines():
-            words = raw.split()
-            if len(words) >= 2 and words[0] == "database":
-                backend = words[1]
-                if backend not in ("frontend", "config", "monitor"):
-                    found.append((backend, None))
-            elif len(words) >= 2 and words[0] == "directory" and found and backend == found[-1][0]:
-                found[-1] = (backend, words[1])
-    return found
+        files = sorted((s.config_dir / "cn=config").glob("olcDatabase=*.ldif"))
+        return ldif.databases([e for path in files for e in ldif.parse(path.read_text(errors="replace"))])
+    found: list[ldif.Database] = []
+    for raw in s.config_file.read_text(errors="replace").splitlines() if s.config_file else []:
+        words = raw.split(None, 1)
+        if len(words) < 2:
+            continue
+        key, value = words[0], words[1].strip().strip('"')
+        if key == "database":
+            found.append(ldif.Database("", str(len(found) + 1), value, None, None))
+        elif key in ("suffix", "directory") and found and found[-1].backend not in ("frontend", "config", "monitor"):
+            last = found[-1]
+            found[-1] = ldif.Database(
+                "", last.index, last.backend, value if key == "suffix" else last.suffix,
+                value if key == "directory" else last.directory,
+            )  # fmt: skip
+    return [db for db in found if db.backend not in ("frontend", "config", "monitor")]
 
 
 def _running_slapd(s: LdapSettings) -> int | None:
@@ -128,7 +131,7 @@ def detect_version(service: Service) -> str | None:
     s = _settings(service)
     if not _has_config(s) or not _has_data(s):
         return None
-    old = {backend for backend, _ in _offline_databases(s)} & OLD_BACKENDS
+    old = {db.backend for db in _offline_databases(s)} & OLD_BACKENDS
     marker = s.data_dir / MARKER
     recorded = marker.read_text().strip() if marker.is_file() else None
     if recorded is not None:
@@ -189,7 +192,8 @@ def check(service: Service, step: Step) -> list[Check]:
         )
     if missing or s.config_dir is None:
         return checks
-    outside = [d for _, d in _offline_databases(s) if d and not Path(d).resolve().is_relative_to(s.data_dir.resolve())]
+    directories = [db.directory for db in _offline_databases(s) if db.directory]
+    outside = [d for d in directories if not Path(d).resolve().is_relative_to(s.data_dir.resolve())]
     checks.append(
         Check("database directories inside data_dir", not outside, ", ".join(outside) + f" outside {s.data_dir}")
     )
@@ -307,7 +311,7 @@ def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
             if db.suffix is None:
                 continue
             out = dumps / f"db-{db.index}.ldif"
-            service.run.run([slapd.tool(old, "slapcat"), *_config_args_or(s, dumps), "-b", db.suffix, "-l", out])
+            service.run.run([slapd.tool(old, "slapcat"), *_config_args_for_dump(s, dumps), "-b", db.suffix, "-l", out])
             entries = ldif.parse(out.read_text())
             suffixes[db.suffix] = {
                 "file": out.name,
@@ -334,7 +338,7 @@ def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
     return BackupInfo(info.kind, dest, info.size + tree_size(dumps), info.checksum, detail)
 
 
-def _config_args_or(s: LdapSettings, dumps: Path) -> list[str | Path]:
+def _config_args_for_dump(s: LdapSettings, dumps: Path) -> list[str | Path]:
     """The config as the tools read it; a converted slapd.conf from `_dump_config` if there is one."""
     converted = dumps / "converted.d"
     return ["-F", converted] if converted.is_dir() and not _has_cn_config(s) else _config_args(s)
@@ -475,7 +479,7 @@ def verify(service: Service) -> list[Check]:
     if service.step is not None and (service.state_dir / "expected.json").is_file():
         expected = json.loads((service.state_dir / "expected.json").read_text())
     config = _config_args(s)
-    suffixes = s.suffixes or _offline_suffixes(s)
+    suffixes = s.suffixes or [db.suffix for db in _offline_databases(s) if db.suffix]
     checks = [Check("configuration present", True, f"OpenLDAP {version}, {' '.join(map(str, config))}")]
     try:
         with slapd.running(service, prefix, config, s.port):
@@ -489,18 +493,6 @@ def verify(service: Service) -> list[Check]:
     except MigrateError as exc:
         checks.append(Check("slapd starts and answers", False, exc.message))
     return checks
-
-
-def _offline_suffixes(s: LdapSettings) -> list[str]:
-    if _has_cn_config(s) and s.config_dir is not None:
-        text = "\n\n".join(p.read_text(errors="replace") for p in sorted(s.config_dir.rglob("olcDatabase=*.ldif")))
-        return [db.suffix for db in ldif.databases(ldif.parse(text)) if db.suffix]
-    suffixes = []
-    for raw in s.config_file.read_text(errors="replace").splitlines() if s.config_file else []:
-        words = raw.split(None, 1)
-        if len(words) == 2 and words[0] == "suffix":
-            suffixes.append(words[1].strip().strip('"'))
-    return suffixes
 
 
 def _compare_dumps(service: Service, prefix: Path, expected: dict[str, dict[str, Any]]) -> list[Check]:
