@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import os
 import pwd
+import random
 import re
 import shutil
 import signal
@@ -400,10 +401,36 @@ def chown_tree(path: Path, user: pwd.struct_passwd) -> None:
             os.lchown(name, user.pw_uid, user.pw_gid)
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback TCP port that is free now, below the kernel's ephemeral range (an outgoing
+    connection can never take it, and a probe of it can never connect to itself), from a share of
+    the range of its own for each pytest-xdist worker."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    low, high = 10000, _ephemeral_low()
+    ports = list(range(low + worker, high, workers))
+    start = random.randrange(len(ports))  # noqa: S311 - spreads tests over the range, no secret
+    for port in ports[start:] + ports[:start]:
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise ProvisionError(f"no free loopback port between {low} and {high}")
 
 
 @dataclass
@@ -455,7 +482,8 @@ def port_open(port: int, host: str = "127.0.0.1") -> Callable[[], bool]:
     def probe() -> bool:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.settimeout(0.2)
-            return s.connect_ex((host, port)) == 0
+            # a connect to a free port can reach itself (TCP simultaneous open): that is no server
+            return s.connect_ex((host, port)) == 0 and s.getsockname() != s.getpeername()
 
     return probe
 

@@ -39,7 +39,7 @@ class LdapSettings(BaseModel):
     suffixes: list[str] | None = None
     bind_dn: str | None = None
     bind_password_file: AbsolutePath | None = None
-    port: int = Field(default=50389, ge=1024, le=65535)
+    port: int = Field(default=20389, ge=1024, le=65535)  # below the kernel's ephemeral range
     max_size: int = Field(default=10 << 30, ge=10 << 20)
     initial_version: str | None = None
 

@@ -51,7 +51,8 @@ def schema_file(prefix: Path, name: str) -> Path | None:
 def _port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        # a connect to a free port can reach itself (TCP simultaneous open): that is no slapd
+        return sock.connect_ex(("127.0.0.1", port)) == 0 and sock.getsockname() != sock.getpeername()
 
 
 @contextlib.contextmanager
