@@ -127,20 +127,9 @@ let
     }
   );
 
-  # the option values as the pure translation reads them
+  # the option values as the pure translation reads them (it leaves out what is null)
   values = {
-    inherit (cfg) stateDir backupDir;
-    services = lib.mapAttrs (
-      _: svc:
-      svc
-      // {
-        migrations = map (m: {
-          inherit (m) version;
-          up = lib.filterAttrs (_: v: v != null) m.up;
-          down = lib.filterAttrs (_: v: v != null) m.down;
-        }) svc.migrations;
-      }
-    ) cfg.services;
+    inherit (cfg) stateDir backupDir services;
   };
 
   manifest = pure.manifest values;

@@ -254,3 +254,16 @@ def test_postgresql_convenience_fills_the_plugins_settings():
     assert "lacks the current major 18" in nix_error(
         'lib.postgresqlService { current = "18"; dataDir = "/d"; packages = { "17" = "/p"; }; }'
     )
+
+
+def test_null_option_values_are_left_out_as_the_module_passes_them():
+    data = nix_eval(
+        'lib.manifest { stateDir = "/var/lib/nixos-migrate"; backupDir = null; services.app = {'
+        ' enable = true; plugin = null; target = "2024-01-01"; unit = null; user = null; accept = [ ];'
+        ' after = [ ]; settings = { }; autoApply = false; migrations = [ { version = "2024-01-01";'
+        ' up = { script = "x"; warn = null; backup = null; restore = null; };'
+        ' down = { script = null; warn = null; backup = null; restore = null; }; } ]; }; }'
+    )
+    assert "null" not in json.dumps(data)
+    assert data["services"]["app"]["migrations"][0] == {"version": "2024-01-01", "up": {"script": "x"}, "down": {}}
+    parse_manifest(json.dumps(data), "nulls.json", "json")

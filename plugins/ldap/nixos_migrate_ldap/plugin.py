@@ -19,7 +19,6 @@ journal or `initial_version` (the installed slapd says nothing about the data).
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
@@ -30,7 +29,7 @@ from typing import Any
 from nixos_migrate import filebackup
 from nixos_migrate.context import Service
 from nixos_migrate.errors import MigrateError
-from nixos_migrate.fingerprint import tree_size
+from nixos_migrate.fingerprint import file_digest, tree_size
 from nixos_migrate.hookspecs import hookimpl
 from nixos_migrate.model import BackupInfo, BackupRecord, Check, Direction, Step
 from nixos_migrate_ldap import ldif, slapd
@@ -66,17 +65,25 @@ def _config_args(s: LdapSettings) -> list[str | Path]:
     raise MigrateError(f"no OpenLDAP configuration in {s.config_dir or s.config_file}")
 
 
+def _conf_directives(s: LdapSettings) -> list[tuple[str, str]]:
+    """(directive, value) of each line of slapd.conf, value unquoted; none without one."""
+    if s.config_file is None or not s.config_file.is_file():
+        return []
+    pairs = []
+    for raw in s.config_file.read_text(errors="replace").splitlines():
+        words = raw.split(None, 1)
+        if len(words) == 2 and not words[0].startswith("#"):
+            pairs.append((words[0], words[1].strip().strip('"')))
+    return pairs
+
+
 def _offline_databases(s: LdapSettings) -> list[ldif.Database]:
     """The databases of the config as it is now, read from its files without any slapd."""
     if _has_cn_config(s) and s.config_dir is not None:
         files = sorted((s.config_dir / "cn=config").glob("olcDatabase=*.ldif"))
         return ldif.databases([e for path in files for e in ldif.parse(path.read_text(errors="replace"))])
     found: list[ldif.Database] = []
-    for raw in s.config_file.read_text(errors="replace").splitlines() if s.config_file else []:
-        words = raw.split(None, 1)
-        if len(words) < 2:
-            continue
-        key, value = words[0], words[1].strip().strip('"')
+    for key, value in _conf_directives(s):
         if key == "database":
             found.append(ldif.Database("", str(len(found) + 1), value, None, None))
         elif key in ("suffix", "directory") and found and found[-1].backend not in ("frontend", "config", "monitor"):
@@ -93,11 +100,8 @@ def _running_slapd(s: LdapSettings) -> int | None:
     pidfile: str | None = None
     if _has_cn_config(s) and s.config_dir is not None:
         pidfile = ldif.parse((s.config_dir / "cn=config.ldif").read_text(errors="replace"))[0].first("olcPidFile")
-    elif s.config_file is not None and s.config_file.is_file():
-        for raw in s.config_file.read_text(errors="replace").splitlines():
-            words = raw.split()
-            if len(words) == 2 and words[0] == "pidfile":
-                pidfile = words[1]
+    else:
+        pidfile = next((value for key, value in _conf_directives(s) if key == "pidfile"), None)
     try:
         pid = int(Path(pidfile).read_text().split()[0]) if pidfile else None
     except (OSError, ValueError, IndexError):
@@ -283,11 +287,6 @@ def _build_config(service: Service, prefix: Path, config: list[ldif.Entry], dest
     service.run.run([slapd.tool(prefix, "slapadd"), "-n", "0", "-F", dest, "-l", text_file])
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 @hookimpl
 def backup_size(service: Service, step: Step) -> int | None:
     s = _settings(service)
@@ -306,8 +305,9 @@ def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
     dumps = service.private_dir(dest / "ldif")
     config = _dump_config(service, old, dumps / "config.ldif", dumps)
     suffixes: dict[str, dict[str, Any]] = {}
-    with service.progress.task(f"slapcat with OpenLDAP {step.from_version}", total=len(ldif.databases(config))) as t:
-        for db in ldif.databases(config):
+    dbs = ldif.databases(config)
+    with service.progress.task(f"slapcat with OpenLDAP {step.from_version}", total=len(dbs)) as t:
+        for db in dbs:
             if db.suffix is None:
                 continue
             out = dumps / f"db-{db.index}.ldif"
@@ -318,14 +318,14 @@ def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
                 "index": db.index,
                 "count": len(entries),
                 "digest": ldif.digest(entries),
-                "sha256": _sha256(out),
+                "sha256": file_digest(out),
             }
             t.advance()
     detail = {
         **info.detail,
         "version": step.from_version,
         "ldif": str(dumps),
-        "config_sha256": _sha256(dumps / "config.ldif"),
+        "config_sha256": file_digest(dumps / "config.ldif"),
         "suffixes": suffixes,
     }
     (service.state_dir / "expected.json").write_text(json.dumps(suffixes))
