@@ -67,6 +67,10 @@ def test_generated_plugin_installs_is_listed_and_passes_the_conformance_suite(tm
             "no:cacheprovider",
             "-n",
             "2",
+            # its own temporary root: pytest makes /tmp/pytest-of-<user> private again at every
+            # start, which took the path to their clusters from the outer run's server users
+            "--basetemp",
+            str(tmp_path / "inner-pytest"),
             str(tmp_path / "plugin" / "tests"),
         ],
         capture_output=True,

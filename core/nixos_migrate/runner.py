@@ -20,6 +20,7 @@ import pwd
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,27 @@ from typing import Any
 from nixos_migrate.errors import CommandFailed, PrecheckFailed
 
 log = logging.getLogger(__name__)
+
+#: a pipeline stage run in a thread of this process: it reads the previous stage's output from
+#: the first file descriptor until the end and writes its own to the second (which it must not
+#: close); an exception fails the pipeline like a failing command
+Filter = Callable[[int, int], None]
+
+
+def _close_upstream(upstream: Any) -> None:
+    """The parent's copy of a pipe a stage now reads from."""
+    if isinstance(upstream, int) and upstream >= 0:
+        os.close(upstream)
+    elif hasattr(upstream, "close"):
+        upstream.close()
+
+
+def _drain(upstream: Any) -> bytes:
+    """Everything a filter that ends a pipeline writes."""
+    if isinstance(upstream, int):
+        with os.fdopen(upstream, "rb") as stream:
+            return stream.read()
+    return b""
 
 
 @dataclass(frozen=True)
@@ -156,20 +178,28 @@ class CommandRunner:
             if log:
                 sink.close()  # type: ignore[union-attr]
 
-    def pipeline(self, stages: Sequence[Sequence[str | Path]], *, env: Mapping[str, str] | None = None) -> Completed:
+    def pipeline(
+        self, stages: Sequence[Sequence[str | Path] | Filter], *, env: Mapping[str, str] | None = None
+    ) -> Completed:
         """Run `stages[0] | stages[1] | ...` as the service user (argv lists, no shell) and wait.
 
-        Raises `CommandFailed` naming the first stage that failed, with its own stderr; the
-        output of the last stage is returned.
+        A stage may also be a `Filter`, run in a thread of this process between two commands
+        (for rewriting a stream at C speed without another interpreter as the service user).
+        Raises `CommandFailed` naming the first stage that failed, with its own stderr (a filter's
+        exception as its message); the output of the last stage is returned.
         """
         me = self.identity
         switch = me.switches
-        procs: list[subprocess.Popen[bytes]] = []
+        procs: list[tuple[int, subprocess.Popen[bytes]]] = []
+        threads: list[tuple[int, threading.Thread, list[BaseException]]] = []
         with contextlib.ExitStack() as stack:
             errs = [stack.enter_context(tempfile.TemporaryFile()) for _ in stages]
             upstream: Any = subprocess.DEVNULL
             try:
                 for index, stage in enumerate(stages):
+                    if callable(stage):
+                        upstream = self._start_filter(index, stage, upstream, threads)
+                        continue
                     proc = subprocess.Popen(
                         [str(a) for a in stage],
                         env=clean_environment(me, env),
@@ -181,25 +211,65 @@ class CommandRunner:
                         group=me.gid if switch else None,
                         extra_groups=list(me.groups) if switch else None,
                     )
-                    if procs and procs[-1].stdout is not None:
-                        procs[-1].stdout.close()  # the next stage owns the pipe now
-                    procs.append(proc)
+                    _close_upstream(upstream)  # the new stage owns the pipe now
+                    procs.append((index, proc))
                     upstream = proc.stdout
-                output = procs[-1].communicate()[0] if procs else b""
-                codes = [p.wait() for p in procs]
+                last = procs[-1][1] if procs and procs[-1][0] == len(stages) - 1 else None
+                output = last.communicate()[0] if last else _drain(upstream)
+                codes = {i: p.wait() for i, p in procs}
             except FileNotFoundError as exc:
-                for p in procs:
+                for _, p in procs:
                     p.kill()
                     p.wait()
+                _close_upstream(upstream)
+                for _, thread, _ in threads:
+                    thread.join()
                 raise CommandFailed([str(exc.filename)], 127, f"{exc.filename}: command not found") from None
-            failed = [(stage, code, err) for stage, code, err in zip(stages, codes, errs, strict=True) if code != 0]
+            for index, thread, raised in threads:
+                thread.join()
+                # a filter whose reader went away failed like a command killed by SIGPIPE
+                broken = bool(raised) and isinstance(raised[0], BrokenPipeError)
+                codes[index] = -signal.SIGPIPE if broken else 1 if raised else 0
+                if raised:
+                    errs[index].write(f"{type(raised[0]).__name__}: {raised[0]}".encode())
+            failed = [(i, codes[i]) for i in sorted(codes) if codes[i] != 0]
             # a stage killed by SIGPIPE only lost its reader: blame the stage that really failed
             cause = [f for f in failed if f[1] != -signal.SIGPIPE] or failed
             if cause:
-                stage, code, err = cause[0]
-                err.seek(0)
-                raise CommandFailed([str(a) for a in stage], code, err.read().decode("utf-8", "replace"))
+                index, code = cause[0]
+                stage = stages[index]
+                errs[index].seek(0)
+                argv = (
+                    [getattr(stage, "__name__", type(stage).__name__)] if callable(stage) else [str(a) for a in stage]
+                )
+                raise CommandFailed(argv, code, errs[index].read().decode("utf-8", "replace"))
         return Completed(0, output.decode("utf-8", "replace"))
+
+    @staticmethod
+    def _start_filter(
+        index: int, stage: Filter, upstream: Any, threads: list[tuple[int, threading.Thread, list[BaseException]]]
+    ) -> int:
+        """Start `stage` in a thread reading `upstream`; returns the read end of its output."""
+        read_end, write_end = os.pipe()
+        source = upstream.fileno() if hasattr(upstream, "fileno") else os.open(os.devnull, os.O_RDONLY)
+        raised: list[BaseException] = []
+
+        def pump() -> None:
+            try:
+                stage(source, write_end)
+            except BaseException as exc:  # any failure is this stage's to report
+                raised.append(exc)
+            finally:
+                os.close(write_end)  # the next stage sees the end of the stream
+                if hasattr(upstream, "close"):
+                    upstream.close()  # an upstream command still writing gets SIGPIPE
+                else:
+                    os.close(source)
+
+        thread = threading.Thread(target=pump, name=f"pipeline-filter-{index}", daemon=True)
+        thread.start()
+        threads.append((index, thread, raised))
+        return read_end
 
     def run(
         self,

@@ -30,27 +30,35 @@ _OLDER_SPELLINGS: list[tuple[int, str, str]] = [
 ]
 
 
+#: psql minors that know pg_dump's `\restrict KEY` / `\unrestrict KEY` (added in August 2025 to
+#: every supported branch); older ones stop at "invalid command", so the lines are dropped for them
+_RESTRICT_SINCE = {13: 22, 14: 19, 15: 14, 16: 10, 17: 6}
+_RESTRICT = re.compile(r"^\\(un)?restrict ")
+
+
+def psql_knows_restrict(version: str) -> bool:
+    """Whether the psql whose `psql --version` printed `version` takes pg_dump's restrict lines."""
+    found = re.search(r"(\d+)\.(\d+)", version)
+    if not found:
+        return False
+    major, minor = int(found.group(1)), int(found.group(2))
+    return major >= 18 or (major in _RESTRICT_SINCE and minor >= _RESTRICT_SINCE[major])
+
+
 #: a COPY block of a plain dump: its rows are data and never rewritten
 _COPY_START = re.compile(r"^COPY .* FROM stdin;$")
-_COPY_END = "\\."
+#: ... and the start line split into the table pg_dump writes schema-qualified, the rest
+_COPY_TABLE = re.compile(r'^COPY ((?:"(?:[^"]|"")*"|[^\s."]+)\.(?:"(?:[^"]|"")*"|[^\s."]+)) (.*)FROM stdin;$')
+#: pg_dump's comment above a table's COPY block (then "--" and an empty line)
+_TABLE_DATA = re.compile(r"^-- Data for Name: .*; Type: TABLE DATA; ")
+_COPY_END = b"\\.\n"
+_CHUNK = 1 << 20
 
 
-def _adapt(lines: Iterable[str], target_major: int, superuser: str) -> Iterator[str]:
-    """The dump's lines as the target major takes them; rows inside COPY blocks pass untouched."""
-    in_copy = False
-    for line in lines:
-        if in_copy:
-            in_copy = line.rstrip("\n") != _COPY_END
-            yield line
-            continue
-        in_copy = bool(_COPY_START.match(line.rstrip("\n")))
-        adapted = _adapt_line(line, target_major, superuser)
-        if adapted is not None:
-            yield adapted
-
-
-def _adapt_line(line: str, target_major: int, superuser: str) -> str | None:
+def _adapt_line(line: str, target_major: int, superuser: str, restrict: bool = True) -> str | None:
     """The line (outside COPY data) as the target major takes it, or None to drop it."""
+    if not restrict and _RESTRICT.match(line):
+        return None
     if any(target_major < since and pattern.match(line) for since, pattern in _NEWER_SETTINGS):
         return None
     if line.rstrip() == f"CREATE ROLE {_quote(superuser)};":
@@ -65,26 +73,94 @@ def _quote(name: str) -> str:
     return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else '"' + name.replace('"', '""') + '"'
 
 
-def _sed_literal(text: str, replacement: bool = False) -> str:
-    """`text` matched (or inserted) literally by sed's basic regular expressions."""
-    special = "\\/&" if replacement else "\\/.*[]^$"
-    return "".join("\\" + c if c in special else c for c in text)
+class DumpRewriter:
+    """Rewrites a plain dump on its way into the target, as a stream of byte chunks.
+
+    Lines outside COPY blocks go through `_adapt_line` (settings and spellings the target major
+    lacks). With `wal_skip`, every COPY block becomes `BEGIN; TRUNCATE ONLY t; COPY t … WITH
+    (FREEZE) … COMMIT;`: on a server with wal_level = minimal a table truncated in the loading
+    transaction is written without WAL (half the bytes) and its rows arrive frozen, so no later
+    vacuum rewrites them. TRUNCATE is safe there: the dump creates the table just before and
+    adds foreign keys and triggers only after all data. Rows inside COPY blocks pass byte for byte
+    (scanned for the end marker at C speed); text lines keep their bytes (surrogateescape), so a
+    LATIN1 database's dump stays LATIN1.
+    """
+
+    def __init__(self, target_major: int, superuser: str, *, wal_skip: bool, restrict: bool = True) -> None:
+        self.target_major = target_major
+        self.superuser = superuser
+        self.wal_skip = wal_skip
+        self.restrict = restrict  # whether the target's psql takes \restrict
+        self.table_data = False  # the last lines were pg_dump's header of a table's data
+
+    def chunks(self, source: Iterable[bytes]) -> Iterator[bytes]:
+        """The rewritten stream of `source`, chunked however it comes."""
+        buf = b""
+        in_copy = False
+        for chunk in _with_end(source):
+            eof = not chunk
+            buf += chunk
+            pos = 0
+            out: list[bytes] = []
+            while pos < len(buf):
+                if in_copy:
+                    # `pos` is always at a line start here; a row's backslashes are escaped, so a
+                    # line that is exactly "\." is the end
+                    if buf.startswith(_COPY_END, pos):
+                        end = pos + 3
+                    else:
+                        found = buf.find(b"\n" + _COPY_END, pos)
+                        end = found + 4 if found >= 0 else -1
+                    if end < 0:  # not in this buffer: pass every complete row on
+                        upto = len(buf) if eof else buf.rfind(b"\n", pos) + 1
+                        out.append(buf[pos:upto])
+                        pos = max(pos, upto)
+                        break
+                    out.append(buf[pos:end])
+                    out += [b"COMMIT;\n"] if self.wal_skip else []
+                    pos, in_copy = end, False
+                    continue
+                newline = buf.find(b"\n", pos)
+                if newline < 0 and not eof:
+                    break
+                upto = len(buf) if newline < 0 else newline + 1
+                line, in_copy = self._line(buf[pos:upto].decode("utf-8", "surrogateescape"))
+                out.append(line.encode("utf-8", "surrogateescape"))
+                pos = upto
+            buf = buf[pos:]
+            if out:
+                yield b"".join(out)
+            if eof:
+                return
+
+    def _line(self, line: str) -> tuple[str, bool]:
+        """A line outside COPY data as written to the target, and whether a COPY block starts."""
+        text = line.rstrip("\n")
+        header, self.table_data = self.table_data, False
+        # a data block is a COPY right below pg_dump's "Type: TABLE DATA" header: never a line
+        # that only looks like one inside a function body or a string
+        if header and _COPY_START.match(text):
+            table = _COPY_TABLE.match(text)
+            if self.wal_skip and table:
+                name, columns = table.groups()
+                return f"BEGIN;\nTRUNCATE ONLY {name};\nCOPY {name} {columns}FROM stdin WITH (FREEZE);\n", True
+            return line, True
+        if _TABLE_DATA.match(text) or (header and text in ("", "--")):
+            self.table_data = True
+        adapted = _adapt_line(line, self.target_major, self.superuser, self.restrict)
+        return adapted or "", False
+
+    def __call__(self, source: int, sink: int) -> None:
+        """As a pipeline `Filter`: from file descriptor `source` to `sink`."""
+        for data in self.chunks(iter(lambda: os.read(source, _CHUNK), b"")):
+            view = memoryview(data)
+            while view:
+                view = view[os.write(sink, view) :]
 
 
-def _sed_program(target_major: int) -> list[str]:
-    """sed arguments that drop or rewrite what only newer servers understand (fixed patterns only),
-    leaving the rows of COPY blocks alone; empty when the target needs nothing rewritten."""
-    args = []
-    for since, pattern in _NEWER_SETTINGS:
-        if target_major < since:
-            args += ["-e", f"/{pattern.pattern}/d"]
-    for before, old, new in _OLDER_SPELLINGS:
-        if target_major < before:
-            args += ["-e", f"s/{_sed_literal(old)}/{_sed_literal(new, replacement=True)}/g"]
-    if not args:
-        return []
-    # inside a COPY block (its first line included: table names are data too) branch to the end
-    return ["-e", r"/^COPY .* FROM stdin;$/,/^\\\.$/b", *args]
+def _with_end(source: Iterable[bytes]) -> Iterator[bytes]:
+    yield from source
+    yield b""
 
 
 def copy_cluster(
@@ -98,8 +174,8 @@ def copy_cluster(
 ) -> None:
     """Copy roles, databases and their content from `source` to the freshly initdb'ed `target`.
 
-    Databases stream `pg_dump | sed | psql` (no dump file, no pass through Python); the globals,
-    a few lines, are rewritten here.
+    Databases stream `pg_dump | DumpRewriter | psql` (no dump file); the globals, a few lines,
+    are rewritten the same way in a file.
     """
     superuser = source.find_superuser()
     conn = ["-h", str(source.socket_dir), "-p", str(source.port), "-U", superuser]
@@ -112,31 +188,30 @@ def copy_cluster(
                 "SELECT datname FROM pg_database WHERE datallowconn AND datname <> 'template0' ORDER BY 1"
             ).fetchall()
         ]
+    restrict = psql_knows_restrict(service.run.run([target_bin / "psql", "--version"]).output)
     globals_sql = workdir / "globals.sql"
     with service.progress.task("copy roles and tablespaces"):
         service.run.run([dump_bin / "pg_dumpall", *conn, "--globals-only", "-f", globals_sql])
-        _adapt_file(globals_sql, target_major, superuser)
+        _adapt_file(globals_sql, target_major, superuser, restrict)
         service.run.run([*psql, "-d", "postgres", "-f", globals_sql])
     globals_sql.unlink()
-    program = _sed_program(target_major)
-    # without rules, sed would only cost a copy of every byte
-    rewrite: list[list[str | Path]] = [["sed", *program]] if program else []
+    # our target server runs wal_level = minimal
+    rewrite = DumpRewriter(target_major, superuser, wal_skip=True, restrict=restrict)
     with service.progress.task("copy databases", total=len(databases)) as task:
         for db in databases:
             create = db not in ("postgres", "template1")
             dump: list[str | Path] = [dump_bin / "pg_dump", *conn, "-d", db, "--no-sync", "-Fp"]
             dump += ["--create"] if create else []
-            service.run.pipeline([dump, *rewrite, [*psql, "-d", "postgres" if create else db]])
+            service.run.pipeline([dump, rewrite, [*psql, "-d", "postgres" if create else db]])
             task.advance()
 
 
-def _adapt_file(path: Path, target_major: int, superuser: str) -> None:
-    """Rewrite the dump at `path` in place, line by line (dumps can be large), keeping its owner."""
+def _adapt_file(path: Path, target_major: int, superuser: str, restrict: bool) -> None:
+    """Rewrite the dump at `path` in place (dumps can be large), keeping its owner."""
     adapted = path.with_suffix(".adapted")
     with path.open("rb") as src, adapted.open("wb") as dst:
-        lines = (raw.decode("utf-8", "surrogateescape") for raw in src)
-        for line in _adapt(lines, target_major, superuser):
-            dst.write(line.encode("utf-8", "surrogateescape"))
+        rewrite = DumpRewriter(target_major, superuser, wal_skip=False, restrict=restrict)
+        dst.writelines(rewrite.chunks(iter(lambda: src.read(_CHUNK), b"")))
     st = path.stat()
     if os.geteuid() == 0:
         os.chown(adapted, st.st_uid, st.st_gid)

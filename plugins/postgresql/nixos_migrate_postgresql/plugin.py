@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -159,17 +161,30 @@ def _majors(step: Step) -> tuple[int, int]:
     return int(step.from_version or 0), int(step.to_version)
 
 
-def _inspect_source(service: Service, step: Step, src: Path, *, fingerprint_too: bool) -> tuple[Inspection, Any]:
+def _inspect_source(
+    service: Service,
+    step: Step,
+    src: Path,
+    *,
+    fingerprint_too: bool,
+    alongside: Callable[[Inspection], object] | None = None,
+) -> tuple[Inspection, Any]:
+    """Inspect the source cluster on a private server and, with `fingerprint_too`, fingerprint it;
+    `alongside(inspection)` runs in a thread meanwhile (it must not touch the source)."""
     s = _settings(service)
     prefix = prefix_of(s, step.from_version or "")
     control = control_data(service.run, prefix, src)
     with running(service, prefix, src, _socket(service), s.port, s.superuser) as server:
         found = inspect(server, control, s.superuser)
-        fp = None
-        if fingerprint_too:
-            # hash_record_extended exists from 14: both sides must have it
-            row_hash: fingerprint.RowHash = "record" if min(_majors(step)) >= 14 else "text"
-            fp = fingerprint.take(server, s.jobs, depth=_depth(service, step), row_hash=row_hash)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            beside = pool.submit(alongside, found) if alongside else None
+            fp = None
+            if fingerprint_too:
+                # hash_record_extended exists from 14: both sides must have it
+                row_hash: fingerprint.RowHash = "record" if min(_majors(step)) >= 14 else "text"
+                fp = fingerprint.take(server, s.jobs, depth=_depth(service, step), row_hash=row_hash)
+            if beside is not None:
+                beside.result()  # its failure is the caller's
     return found, fp
 
 
@@ -335,6 +350,7 @@ def _pg_upgrade_argv(service: Service, step: Step, src: Path, new: Path, found: 
         "-P",
         str(s.port + 1),
         *_method_flags(method, int(step.to_version)),
+        *(["--no-sync"] if _no_sync(step, method) else []),
     ]
 
 
@@ -349,7 +365,11 @@ def backup_size(service: Service, step: Step) -> int | None:
 @hookimpl
 def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
     src = _source_dir(service, step)
-    found, fp = _inspect_source(service, step, src, fingerprint_too=True)
+    # the empty target cluster does not depend on the fingerprint: initdb (a second or more of CPU)
+    # runs while the source is read
+    found, fp = _inspect_source(
+        service, step, src, fingerprint_too=True, alongside=lambda found: _prepare_staging(service, step, found)
+    )
     found.save(_inspection_file(service))
     _expected_file(service).write_text(json.dumps(fp))
     detail = {"source": str(src), "major": step.from_version, "fingerprint": fp}
@@ -362,21 +382,56 @@ def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
     return BackupInfo(RETAINED, retained, tree_size(src), fingerprint.digest(fp), detail)
 
 
+def _staging_marker(service: Service) -> Path:
+    return service.state_dir / "staging.json"
+
+
+def _prepare_staging(service: Service, step: Step, found: Inspection) -> Path:
+    """initdb the step's target major into the staging directory beside the target, with the
+    source's settings; recorded (after initdb succeeded) for `up`/`down` to take over once."""
+    marker = _staging_marker(service)
+    marker.unlink(missing_ok=True)
+    staging = sibling(_target_dir(service, step), "staging")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    service.private_dir(staging)
+    argv = initdb_argv(
+        prefix_of(_settings(service), step.to_version) / "bin" / "initdb", staging, int(step.to_version), found
+    )
+    service.run.run(argv)
+    marker.write_text(json.dumps({"argv": argv, "step": [step.from_version, step.to_version]}))
+    return staging
+
+
 def _initdb_staging(service: Service, step: Step) -> tuple[Path, Path, Path, Inspection]:
-    """Source, target and a freshly initdb'ed staging directory beside the target for the step's
-    target major, with the source's settings (inspected by `backup`, or now after a crash)."""
+    """Source, target and a freshly initdb'ed staging directory for the step's target major: the
+    one `backup` prepared when it is there untouched (its marker is taken: a step that fails
+    after this point leaves no reusable staging behind), else a new one."""
     src = _source_dir(service, step)
     dst = _target_dir(service, step)
     found = Inspection.load(_inspection_file(service)) or _inspect_source(service, step, src, fingerprint_too=False)[0]
     staging = sibling(dst, "staging")
-    if staging.exists():
-        shutil.rmtree(staging)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    service.private_dir(staging)
+    marker = _staging_marker(service)
+    prepared = json.loads(marker.read_text()) if marker.exists() else None
+    marker.unlink(missing_ok=True)
     initdb = prefix_of(_settings(service), step.to_version) / "bin" / "initdb"
-    with service.progress.task(f"initdb PostgreSQL {step.to_version}"):
-        service.run.run(initdb_argv(initdb, staging, int(step.to_version), found))
+    wanted = {
+        "argv": initdb_argv(initdb, staging, int(step.to_version), found),
+        "step": [step.from_version, step.to_version],
+    }
+    if prepared != wanted or not (staging / "PG_VERSION").is_file():
+        with service.progress.task(f"initdb PostgreSQL {step.to_version}"):
+            _prepare_staging(service, step, found)
+        marker.unlink(missing_ok=True)
+    dst.parent.mkdir(parents=True, exist_ok=True)
     return src, dst, staging, found
+
+
+def _sync(service: Service, step: Step, cluster: Path) -> None:
+    """Flush every file of the new cluster to disk before it is committed: initdb ran with
+    --no-sync, and neither pg_upgrade --no-sync nor a server's checkpoints cover all of them."""
+    service.run.run([prefix_of(_settings(service), step.to_version) / "bin" / "initdb", "--sync-only", "-D", cluster])
 
 
 @hookimpl
@@ -385,6 +440,8 @@ def up(service: Service, step: Step) -> bool:
     src, dst, staging, found = _initdb_staging(service, step)
     if method == "dump":
         _logical_into(service, step, src, staging)
+        with service.progress.task("flush the new cluster to disk"):
+            _sync(service, step, staging)
     else:
         with service.progress.task(f"pg_upgrade --{method} {step.from_version} -> {step.to_version}"):
             service.run.run(
@@ -393,15 +450,28 @@ def up(service: Service, step: Step) -> bool:
                 env=_pg_env(service),
             )
     _carry_config(src, staging)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # pg_upgrade ran with --no-sync where it has it: its writes reach the disk while the
+        # statistics are computed, and the cluster is committed only when both are done
+        synced = pool.submit(_sync, service, step, staging) if _no_sync(step, method) else None
+        _refresh(service, step, staging, found)
+        if synced is not None:
+            synced.result()
     _commit(service, step, src, dst, staging, method)
-    _refresh(service, step, dst, found)
     return True
+
+
+def _no_sync(step: Step, method: str) -> bool:
+    """Whether pg_upgrade leaves syncing the new cluster to us (it has --no-sync from 15)."""
+    return method != "dump" and int(step.to_version) >= 15
 
 
 @hookimpl
 def down(service: Service, step: Step) -> bool:
     src, dst, staging, _found = _initdb_staging(service, step)
     _logical_into(service, step, src, staging)
+    with service.progress.task("flush the new cluster to disk"):
+        _sync(service, step, staging)
     _carry_config(src, staging)
     _commit(service, step, src, dst, staging, "dump")
     return True
@@ -463,15 +533,15 @@ def _retained_marker(service: Service) -> Path:
     return service.state_dir / "retained.json"
 
 
-def _refresh(service: Service, step: Step, dst: Path, found: Inspection) -> None:
+def _refresh(service: Service, step: Step, cluster: Path, found: Inspection) -> None:
     """Planner statistics (18 carries most of them) and extension updates, on a private server."""
     s = _settings(service)
     prefix = prefix_of(s, step.to_version)
-    with running(service, prefix, dst, _socket(service), s.port, found.superuser) as server:
+    with running(service, prefix, cluster, _socket(service), s.port, found.superuser) as server:
         conn = ["-h", str(server.socket_dir), "-p", str(server.port), "-U", found.superuser]
-        stats = (
-            ["--analyze-in-stages", "--missing-stats-only"] if int(step.to_version) >= 18 else ["--analyze-in-stages"]
-        )
+        # --analyze-in-stages gives a server that already serves rough statistics early; this one
+        # serves nobody yet, so a single full pass is less work (0.3 s against 0.5 s, README)
+        stats = ["--analyze-only", "--missing-stats-only"] if int(step.to_version) >= 18 else ["--analyze-only"]
         with service.progress.task("refresh planner statistics"):
             service.run.run([prefix / "bin" / "vacuumdb", *conn, "--all", "-j", str(s.jobs), *stats])
         with service.progress.task("update extensions"):
@@ -497,6 +567,7 @@ def _update_extensions(server: PrivateServer) -> None:
 def restore(service: Service, backup: BackupRecord) -> bool:
     s = _settings(service)
     source = Path(str(backup.detail["source"]))
+    _staging_marker(service).unlink(missing_ok=True)
     for base in {s.data_dir, s.source_dir}:
         for directory in (base, sibling(base, "staging"), sibling(base, "check")):
             stop_stray_server(directory)
