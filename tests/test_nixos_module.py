@@ -262,7 +262,7 @@ def test_null_option_values_are_left_out_as_the_module_passes_them():
         ' enable = true; plugin = null; target = "2024-01-01"; unit = null; user = null; accept = [ ];'
         ' after = [ ]; settings = { }; autoApply = false; migrations = [ { version = "2024-01-01";'
         ' up = { script = "x"; warn = null; backup = null; restore = null; };'
-        ' down = { script = null; warn = null; backup = null; restore = null; }; } ]; }; }'
+        " down = { script = null; warn = null; backup = null; restore = null; }; } ]; }; }"
     )
     assert "null" not in json.dumps(data)
     assert data["services"]["app"]["migrations"][0] == {"version": "2024-01-01", "up": {"script": "x"}, "down": {}}

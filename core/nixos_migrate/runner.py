@@ -116,12 +116,14 @@ def wait_ready(process: subprocess.Popen[bytes], ready: Callable[[], bool], time
     """Poll `ready` until it holds; None when it does, else why not ("exited with N", "not ready
     after T s"). The caller stops the process on failure and says what it was."""
     deadline = time.monotonic() + timeout
+    pause = 0.005  # most servers are up within a fraction of a second: look often at first
     while not ready():
         if process.poll() is not None:
             return f"exited with {process.returncode}"
         if time.monotonic() > deadline:
             return f"not ready after {timeout:.0f} s"
-        time.sleep(0.05)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
     return None
 
 

@@ -150,11 +150,19 @@ def plan(service: Service, current: str | None, target: str) -> list[Step]:
     return [Step(current, target, direction, what, data={"method": method})]
 
 
+def _logical(step: Step) -> bool:
+    """Whether the step copies through SQL (every downgrade, the `dump` method)."""
+    return step.direction == "down" or step.data.get("method") == "dump"
+
+
 def _depth(service: Service, step: Step) -> fingerprint.Depth:
     """Sampling is exact enough only where pg_upgrade carries the relation files byte for byte."""
-    s = _settings(service)
-    logical = step.direction == "down" or step.data.get("method") == "dump"
-    return "full" if logical or s.verify_depth == "full" else "sample"
+    return "full" if _logical(step) or _settings(service).verify_depth == "full" else "sample"
+
+
+def _row_hash(step: Step) -> fingerprint.RowHash:
+    """hash_record_extended exists from 14: both sides must have it."""
+    return "record" if min(_majors(step)) >= 14 else "text"
 
 
 def _majors(step: Step) -> tuple[int, int]:
@@ -180,9 +188,7 @@ def _inspect_source(
             beside = pool.submit(alongside, found) if alongside else None
             fp = None
             if fingerprint_too:
-                # hash_record_extended exists from 14: both sides must have it
-                row_hash: fingerprint.RowHash = "record" if min(_majors(step)) >= 14 else "text"
-                fp = fingerprint.take(server, s.jobs, depth=_depth(service, step), row_hash=row_hash)
+                fp = fingerprint.take(server, s.jobs, depth=_depth(service, step), row_hash=_row_hash(step))
             if beside is not None:
                 beside.result()  # its failure is the caller's
     return found, fp
@@ -366,20 +372,33 @@ def backup_size(service: Service, step: Step) -> int | None:
 def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
     src = _source_dir(service, step)
     # the empty target cluster does not depend on the fingerprint: initdb (a second or more of CPU)
-    # runs while the source is read
+    # runs while the source is read. A logical step reads every row of the source anyway: its
+    # fingerprint is taken during the copy instead (`_logical_into`), into `fingerprint_file`
+    logical = _logical(step)
     found, fp = _inspect_source(
-        service, step, src, fingerprint_too=True, alongside=lambda found: _prepare_staging(service, step, found)
+        service, step, src, fingerprint_too=not logical, alongside=lambda found: _prepare_staging(service, step, found)
     )
     found.save(_inspection_file(service))
     _expected_file(service).write_text(json.dumps(fp))
-    detail = {"source": str(src), "major": step.from_version, "fingerprint": fp}
+    sidecar = dest / "fingerprint.json"
+    sidecar.unlink(missing_ok=True)
+    detail = {"source": str(src), "major": step.from_version, "fingerprint": fp, "fingerprint_file": str(sidecar)}
     if step.data.get("method") in ("link", "swap"):
         info = filebackup.backup_paths([src], dest, service.run, service.progress)
         return BackupInfo(info.kind, info.path, info.size, info.checksum, {**info.detail, **detail})
     retained = dest / "cluster" if same_filesystem(dest, src) else sibling(src, f"retained-{dest.name}")
     # `up`/`down` rename the source there at commit; until then it stays in place, untouched
-    _retained_marker(service).write_text(json.dumps({"path": str(retained), "source": str(src)}))
-    return BackupInfo(RETAINED, retained, tree_size(src), fingerprint.digest(fp), detail)
+    marker = {"path": str(retained), "source": str(src), "fingerprint_file": str(sidecar)}
+    _retained_marker(service).write_text(json.dumps(marker))
+    return BackupInfo(RETAINED, retained, tree_size(src), fingerprint.digest(fp) if fp else None, detail)
+
+
+def _backup_fingerprint(backup: BackupRecord) -> Any:
+    """The fingerprint of the data a backup holds: in its record, or (logical steps) beside it."""
+    if backup.detail.get("fingerprint") is not None:
+        return backup.detail["fingerprint"]
+    sidecar = Path(str(backup.detail.get("fingerprint_file", "")))
+    return json.loads(sidecar.read_text()) if sidecar.is_file() else None
 
 
 def _staging_marker(service: Service) -> Path:
@@ -487,11 +506,23 @@ def _logical_into(service: Service, step: Step, src: Path, staging: Path) -> Non
     dst_prefix = prefix_of(s, step.to_version)
     # the newer pg_dump of the two: an older one refuses a newer server, a newer one reads older servers
     dump_bin = prefix_of(s, str(max(int(step.from_version or 0), int(step.to_version)))) / "bin"
+    sidecar = Path(json.loads(_retained_marker(service).read_text())["fingerprint_file"])
     with (
         running(service, src_prefix, src, sock, s.port, s.superuser) as old,
         running(service, dst_prefix, staging, sock, s.port + 1, old.find_superuser(s.superuser)) as new,
+        ThreadPoolExecutor(max_workers=1) as pool,
     ):
-        logical.copy_cluster(service, old, dump_bin, new, dst_prefix / "bin", int(step.to_version), work)
+        # nobody writes the source (its service is stopped, this server is private): its
+        # fingerprint is read while the copy runs, on the CPU the copy leaves idle
+        reader = old.in_background()
+        before = pool.submit(fingerprint.take, reader, s.jobs, depth="full", row_hash=_row_hash(step))
+        try:
+            logical.copy_cluster(service, old, dump_bin, new, dst_prefix / "bin", int(step.to_version), work)
+        finally:
+            # kept even when the copy failed: the restore that follows checks against it
+            fp = before.result()
+            sidecar.write_text(json.dumps(fp))
+            _expected_file(service).write_text(json.dumps(fp))
 
 
 def _carry_config(src: Path, new: Path) -> None:
@@ -586,7 +617,7 @@ def restore(service: Service, backup: BackupRecord) -> bool:
     for other in {s.data_dir, s.source_dir} - {source}:
         if major_of(other) is not None:
             shutil.rmtree(other)  # the cluster the failed or undone step produced
-    _expected_file(service).write_text(json.dumps(backup.detail.get("fingerprint")))
+    _expected_file(service).write_text(json.dumps(_backup_fingerprint(backup)))
     return True
 
 

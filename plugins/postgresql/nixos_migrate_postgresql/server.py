@@ -9,6 +9,7 @@ local connections there, so no password is needed and none can leak.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import signal
 import subprocess
@@ -54,6 +55,7 @@ class PrivateServer:
         self.port = port
         self.process: subprocess.Popen[bytes] | None = None
         self.superuser: str | None = None
+        self.nice = 0  # CPU priority of the backends of our connections (see in_background)
         self.log = service.state_dir / "logs" / f"server-{port}.log"
 
     def _write_config(self) -> Path:
@@ -120,7 +122,7 @@ class PrivateServer:
         self.stop()
 
     def connect(self, dbname: str = "postgres", user: str | None = None) -> psycopg.Connection[tuple[object, ...]]:
-        return psycopg.connect(
+        conn = psycopg.connect(
             host=str(self.socket_dir),
             port=self.port,
             user=user or self.find_superuser(),
@@ -128,6 +130,18 @@ class PrivateServer:
             autocommit=True,
             connect_timeout=30,
         )
+        if self.nice:
+            with contextlib.suppress(OSError):  # only a wish: unprivileged, a foreign backend stays
+                os.setpriority(os.PRIO_PROCESS, conn.info.backend_pid, self.nice)
+        return conn
+
+    def in_background(self) -> PrivateServer:
+        """The same running server for connections whose backends run at the lowest CPU priority
+        (work that should only take what the main work leaves idle); never stops it."""
+        clone = copy.copy(self)
+        clone.process = None
+        clone.nice = 19
+        return clone
 
     def find_superuser(self, configured: str | None = None) -> str:
         """The bootstrap superuser (role OID 10), asking as the names it usually has."""

@@ -3,8 +3,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from conftest import Cluster
+
+from nixos_migrate.testing import provision
 
 WRITES_AFTER_UPGRADE = r"""
 \connect app
@@ -84,3 +89,47 @@ def test_a_configuration_switched_back_to_the_older_major_brings_the_data_back(c
         assert downgraded.content() == written
     finally:
         downgraded.stop()
+
+
+def _failing_psql_prefix(real, where):
+    """A copy of a PostgreSQL prefix whose psql loads the roles (-f) but fails on every database
+    stream, after reading it whole."""
+    where.mkdir()
+    for child in real.iterdir():
+        if child.name != "bin":
+            (where / child.name).symlink_to(child)
+    (where / "bin").mkdir()
+    for tool in (real / "bin").iterdir():
+        if tool.name != "psql":
+            (where / "bin" / tool.name).symlink_to(tool)
+    wrapper = where / "bin" / "psql"
+    wrapper.write_text(f"""#!/bin/bash
+for a in "$@"; do [ "$a" = -f ] || [ "$a" = --version ] && exec {real}/bin/psql "$@"; done
+cat > /dev/null
+echo "psql: simulated failure while loading" >&2
+exit 3
+""")
+    wrapper.chmod(0o755)
+    return where
+
+
+def test_a_failed_down_is_restored_against_the_fingerprint_taken_during_the_copy(cluster_factory, pg_service, pg_root):
+    """The source's fingerprint is read while the dump streams; a load that fails still leaves it
+    beside the backup, and the restore is verified against it."""
+    cluster = cluster_factory("16", pg_root / "data")
+    svc = pg_service(pg_root / "data", ("16", "17"))
+    assert svc.cli("17", "up").code == 0
+    before = Cluster("17", pg_root / "data", cluster.sock, cluster.user).offline_content()
+    svc.settings["packages"]["16"] = str(_failing_psql_prefix(provision.postgresql("16"), pg_root / "broken-16"))
+    result = svc.cli("17", "down", "db", "--to", "16")
+    assert result.code == 1, result.output
+    assert "simulated failure while loading" in result.stderr
+    assert "restored from backup" in result.stderr and "and verified" in result.stderr
+    assert (pg_root / "data" / "PG_VERSION").read_text().strip() == "17"
+    assert Cluster("17", pg_root / "data", cluster.sock, cluster.user).offline_content() == before
+    backup = svc.cli("17", "backups", "--json").json[-1]
+    assert backup["from_version"] == "17"
+
+    taken = json.loads(Path(backup["detail"]["fingerprint_file"]).read_text())
+    assert taken["depth"] == "full"
+    assert taken["databases"]["app"]["tables"]["sales.orders"][0] != "0"  # rows were counted
