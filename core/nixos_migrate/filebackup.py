@@ -157,6 +157,12 @@ def backup_paths(paths: Sequence[Path], dest: Path, runner: CommandRunner, progr
                 runner.run(["cp", "-a", "--", str(path), str(location)], as_root=True)
             slots.append({"path": str(path), "kind": kind, "location": str(location or "")})
             task.advance()
+    # on disk before the step may change the originals: a copy's pages, and a snapshot's or clone's
+    # metadata (btrfs can persist a later fsync of the original before the transaction holding
+    # the clone); syncfs costs what is dirty on those filesystems, next to nothing after a clone
+    located = sorted({s["location"] for s in slots if s["location"]})
+    if located:
+        runner.run(["sync", "--file-system", "--", *located], as_root=True)
     copies = [s for s in slots if s["kind"] == COPY]
     kinds = {s["kind"] for s in slots if s["kind"] != ABSENT} or {ABSENT}
     return BackupInfo(
