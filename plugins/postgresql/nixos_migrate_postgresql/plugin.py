@@ -447,10 +447,12 @@ def _initdb_staging(service: Service, step: Step) -> tuple[Path, Path, Path, Ins
     return src, dst, staging, found
 
 
-def _sync(service: Service, step: Step, cluster: Path) -> None:
-    """Flush every file of the new cluster to disk before it is committed: initdb ran with
-    --no-sync, and neither pg_upgrade --no-sync nor a server's checkpoints cover all of them."""
-    service.run.run([prefix_of(_settings(service), step.to_version) / "bin" / "initdb", "--sync-only", "-D", cluster])
+def _sync(service: Service, cluster: Path) -> None:
+    """Flush the new cluster to disk before it is committed: initdb ran with --no-sync, and
+    neither pg_upgrade --no-sync nor a server's checkpoints cover every file. syncfs, not
+    `initdb --sync-only`: one call instead of an fsync per file (1.15 s against 0.06 s after a
+    `--link` upgrade on btrfs), and no walk racing the server that computes statistics meanwhile."""
+    service.run.run(["sync", "--file-system", "--", cluster])
 
 
 @hookimpl
@@ -460,7 +462,7 @@ def up(service: Service, step: Step) -> bool:
     if method == "dump":
         _logical_into(service, step, src, staging)
         with service.progress.task("flush the new cluster to disk"):
-            _sync(service, step, staging)
+            _sync(service, staging)
     else:
         with service.progress.task(f"pg_upgrade --{method} {step.from_version} -> {step.to_version}"):
             service.run.run(
@@ -472,7 +474,7 @@ def up(service: Service, step: Step) -> bool:
     with ThreadPoolExecutor(max_workers=1) as pool:
         # pg_upgrade ran with --no-sync where it has it: its writes reach the disk while the
         # statistics are computed, and the cluster is committed only when both are done
-        synced = pool.submit(_sync, service, step, staging) if _no_sync(step, method) else None
+        synced = pool.submit(_sync, service, staging) if _no_sync(step, method) else None
         _refresh(service, step, staging, found)
         if synced is not None:
             synced.result()
@@ -490,7 +492,7 @@ def down(service: Service, step: Step) -> bool:
     src, dst, staging, _found = _initdb_staging(service, step)
     _logical_into(service, step, src, staging)
     with service.progress.task("flush the new cluster to disk"):
-        _sync(service, step, staging)
+        _sync(service, staging)
     _carry_config(src, staging)
     _commit(service, step, src, dst, staging, "dump")
     return True
