@@ -244,6 +244,23 @@ class PgService:
         return run_cli(self.manifest(target), *args, env=env, timeout=900)
 
 
+def prefix_with(real: Path, where: Path, tool: str, script: str) -> Path:
+    """A PostgreSQL prefix in `where` that is `real` (symlinked) except for `tool`, which is the
+    bash `script`: for failures a real binary would not produce on demand."""
+    where.mkdir()
+    for child in real.iterdir():
+        if child.name != "bin":
+            (where / child.name).symlink_to(child)
+    (where / "bin").mkdir()
+    for binary in (real / "bin").iterdir():
+        if binary.name != tool:
+            (where / "bin" / binary.name).symlink_to(binary)
+    wrapper = where / "bin" / tool
+    wrapper.write_text("#!/bin/bash\n" + script)
+    wrapper.chmod(0o755)
+    return where
+
+
 def packages(*majors: str) -> dict[str, str]:
     return {m: str(provision.postgresql(m)) for m in majors}
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import Cluster
+from conftest import Cluster, prefix_with
 
 from nixos_migrate.testing import provision
 
@@ -94,23 +94,12 @@ def test_a_configuration_switched_back_to_the_older_major_brings_the_data_back(c
 def _failing_psql_prefix(real, where):
     """A copy of a PostgreSQL prefix whose psql loads the roles (-f) but fails on every database
     stream, after reading it whole."""
-    where.mkdir()
-    for child in real.iterdir():
-        if child.name != "bin":
-            (where / child.name).symlink_to(child)
-    (where / "bin").mkdir()
-    for tool in (real / "bin").iterdir():
-        if tool.name != "psql":
-            (where / "bin" / tool.name).symlink_to(tool)
-    wrapper = where / "bin" / "psql"
-    wrapper.write_text(f"""#!/bin/bash
-for a in "$@"; do [ "$a" = -f ] || [ "$a" = --version ] && exec {real}/bin/psql "$@"; done
+    script = f"""for a in "$@"; do [ "$a" = -f ] || [ "$a" = --version ] && exec {real}/bin/psql "$@"; done
 cat > /dev/null
 echo "psql: simulated failure while loading" >&2
 exit 3
-""")
-    wrapper.chmod(0o755)
-    return where
+"""
+    return prefix_with(real, where, "psql", script)
 
 
 def test_a_failed_down_is_restored_against_the_fingerprint_taken_during_the_copy(cluster_factory, pg_service, pg_root):

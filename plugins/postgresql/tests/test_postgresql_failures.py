@@ -9,7 +9,7 @@ import signal
 import time
 from pathlib import Path
 
-from conftest import SMALL, Cluster
+from conftest import SMALL, Cluster, prefix_with
 
 from nixos_migrate.testing import provision
 
@@ -79,25 +79,18 @@ def test_killed_pg_upgrade_restores_the_old_cluster(cluster_factory, pg_service,
 def _corrupting_prefix(real: Path, where: Path) -> Path:
     """A copy of a PostgreSQL prefix whose pg_upgrade 'succeeds' but loses a table's rows (the
     silent corruption verify exists for): it empties the largest relation file it wrote."""
-    where.mkdir()
-    for child in real.iterdir():
-        if child.name != "bin":
-            (where / child.name).symlink_to(child)
-    (where / "bin").mkdir()
-    for tool in (real / "bin").iterdir():
-        if tool.name != "pg_upgrade":
-            (where / "bin" / tool.name).symlink_to(tool)
-    wrapper = where / "bin" / "pg_upgrade"
-    wrapper.write_text(f"""#!/bin/bash
-set -e
+    return prefix_with(
+        real,
+        where,
+        "pg_upgrade",
+        f"""set -e
 "{real}/bin/pg_upgrade" "$@"
 case " $* " in *" --check "*) exit 0 ;; esac
 while [ $# -gt 0 ]; do [ "$1" = -D ] && new="$2"; shift; done
 victim=$(find "$new/base" -type f -size +1M -printf '%s %p\\n' | sort -n | tail -1 | cut -d' ' -f2)
 : > "$victim"
-""")
-    wrapper.chmod(0o755)
-    return where
+""",
+    )
 
 
 def test_verify_mismatch_restores_the_old_cluster(cluster_factory, pg_service, pg_root):
