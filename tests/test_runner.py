@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from nixos_migrate.errors import CommandFailed
@@ -35,6 +37,40 @@ def test_pipeline_missing_program():
     with pytest.raises(CommandFailed) as info:
         runner.pipeline([["seq", "3"], ["no-such-program-xyz"]])
     assert info.value.returncode == 127
+
+
+def _upper(source: int, sink: int) -> None:
+    while data := os.read(source, 65536):
+        os.write(sink, data.upper())
+
+
+def test_pipeline_filter_stages_run_in_process_anywhere_in_the_pipeline():
+    runner = CommandRunner(Identity.lookup(None))
+    assert runner.pipeline([["printf", "abc\\n"], _upper, ["cat"]]).output == "ABC\n"
+    assert runner.pipeline([["printf", "abc"], _upper]).output == "ABC"  # last: its output returned
+    assert runner.pipeline([_upper, ["wc", "-c"]]).output.strip() == "0"  # first: reads nothing
+    many = runner.pipeline([["seq", "1", "300000"], _upper, _upper, ["wc", "-l"]])
+    assert many.output.strip() == "300000"
+
+
+def test_pipeline_filter_failure_names_the_filter_and_its_error():
+    runner = CommandRunner(Identity.lookup(None))
+
+    def broken(source: int, sink: int) -> None:
+        os.read(source, 10)
+        raise ValueError("bad stream")
+
+    with pytest.raises(CommandFailed) as info:
+        runner.pipeline([["yes"], broken, ["cat"]])  # `yes` ends by SIGPIPE: not blamed
+    assert info.value.argv == ["broken"]
+    assert "ValueError: bad stream" in info.value.output
+
+
+def test_pipeline_blames_the_reader_that_cut_a_filter_off():
+    runner = CommandRunner(Identity.lookup(None))
+    with pytest.raises(CommandFailed) as info:
+        runner.pipeline([["yes"], _upper, ["head", "--bogus-option"]])
+    assert info.value.argv[0] == "head"
 
 
 def test_run_missing_program_is_command_failed():

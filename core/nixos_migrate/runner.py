@@ -253,7 +253,12 @@ class CommandRunner:
     ) -> int:
         """Start `stage` in a thread reading `upstream`; returns the read end of its output."""
         read_end, write_end = os.pipe()
-        source = upstream.fileno() if hasattr(upstream, "fileno") else os.open(os.devnull, os.O_RDONLY)
+        if hasattr(upstream, "fileno"):
+            source = upstream.fileno()  # a command's stdout
+        elif isinstance(upstream, int) and upstream >= 0:
+            source = upstream  # the read end of the filter before
+        else:
+            source = os.open(os.devnull, os.O_RDONLY)  # the first stage
         raised: list[BaseException] = []
 
         def pump() -> None:

@@ -6,12 +6,10 @@ WAL-skipping frozen load; a real pg_dump through it, loaded by a real older psql
 from __future__ import annotations
 
 import hashlib
-import os
 
 import pytest
 from conftest import SMALL
 
-from nixos_migrate.errors import CommandFailed
 from nixos_migrate.runner import CommandRunner, Identity
 from nixos_migrate_postgresql.logical import DumpRewriter, psql_knows_restrict
 
@@ -105,18 +103,6 @@ def test_as_a_pipeline_filter_between_commands(tmp_path):
     load = "BEGIN;\nTRUNCATE ONLY public.t;\nCOPY public.t (a, b) FROM stdin WITH (FREEZE);\n"
     expected = f"{header}{load}{body}\\.\nCOMMIT;\n"
     assert out.output.split()[0] == hashlib.sha256(expected.encode()).hexdigest()
-
-
-def test_a_failing_filter_fails_the_pipeline_by_name():
-    runner = CommandRunner(Identity.lookup(None))
-
-    def broken(source: int, sink: int) -> None:
-        os.read(source, 10)
-        raise ValueError("bad stream")
-
-    with pytest.raises(CommandFailed) as failed:
-        runner.pipeline([["yes"], broken, ["cat"]])
-    assert "bad stream" in str(failed.value) and "broken" in str(failed.value)
 
 
 def test_a_real_dump_loads_into_the_older_major(cluster_factory, pg_root):
