@@ -17,28 +17,21 @@ let
 
   jsonFormat = pkgs.formats.json { };
 
+  # an optional value: null leaves the key out of the manifest
+  optional =
+    type: description:
+    mkOption {
+      type = types.nullOr type;
+      default = null;
+      inherit description;
+    };
+
   actionType = types.submodule {
     options = {
-      script = mkOption {
-        type = types.nullOr types.lines;
-        default = null;
-        description = "Bash program run as the service's user; $NIXOS_MIGRATE_FROM/_TO, $BACKUP are set.";
-      };
-      warn = mkOption {
-        type = types.nullOr types.str;
-        default = null;
-        description = "A warning the operator must accept (services.<name>.accept) before the step runs.";
-      };
-      backup = mkOption {
-        type = types.nullOr types.lines;
-        default = null;
-        description = "Bash program writing the backup into $BACKUP (default: the core backs up settings.paths).";
-      };
-      restore = mkOption {
-        type = types.nullOr types.lines;
-        default = null;
-        description = "Bash program restoring from $BACKUP; required with `backup`.";
-      };
+      script = optional types.lines "Bash program run as the service's user; $NIXOS_MIGRATE_FROM/_TO, $BACKUP are set.";
+      warn = optional types.str "A warning the operator must accept (services.<name>.accept) before the step runs.";
+      backup = optional types.lines "Bash program writing the backup into $BACKUP (default: the core backs up settings.paths).";
+      restore = optional types.lines "Bash program restoring from $BACKUP; required with `backup`.";
     };
   };
 
@@ -71,11 +64,7 @@ let
           default = true;
           description = "Whether nixos-migrate manages the data of this service.";
         };
-        plugin = mkOption {
-          type = types.nullOr types.str;
-          default = null;
-          description = "The plugin that knows this kind of data (default: the service's name).";
-        };
+        plugin = optional types.str "The plugin that knows this kind of data (default: the service's name).";
         target = mkOption {
           type = types.str;
           description = "The version the data must reach.";
@@ -89,11 +78,7 @@ let
             ordered before it and required by it.
           '';
         };
-        user = mkOption {
-          type = types.nullOr types.str;
-          default = null;
-          description = "The user that owns the data; commands run as this user.";
-        };
+        user = optional types.str "The user that owns the data; commands run as this user.";
         accept = mkOption {
           type = types.listOf types.str;
           default = [ ];
@@ -170,11 +155,7 @@ in
       description = "The journal and the locks.";
     };
 
-    backupDir = mkOption {
-      type = types.nullOr types.path;
-      default = null;
-      description = "Where backups go (default: stateDir/backups). O(1) on btrfs, XFS with reflinks.";
-    };
+    backupDir = optional types.path "Where backups go (default: stateDir/backups). O(1) on btrfs, XFS with reflinks.";
 
     services = mkOption {
       type = types.attrsOf serviceType;
@@ -196,11 +177,7 @@ in
           the older server (down) are present.
         '';
       };
-      oldDataDir = mkOption {
-        type = types.nullOr types.path;
-        default = null;
-        description = "Where the data of the previous major lives (default: /var/lib/postgresql/<major>).";
-      };
+      oldDataDir = optional types.path "Where the data of the previous major lives (default: /var/lib/postgresql/<major>).";
       method = mkOption {
         type = types.enum [
           "auto"
