@@ -51,7 +51,10 @@ def run_demo(old: str, new: str, scale: int, keep: bool, cli: Callable[[list[str
     sock = Path(tempfile.mkdtemp(prefix="nm-demo-", dir="/tmp"))
     try:
         with console.status(f"fetching PostgreSQL {old} and {new} (cached after the first run)"):
-            prefixes = {old: provision.postgresql(old), new: provision.postgresql(new)}
+            try:
+                prefixes = {old: provision.postgresql(old), new: provision.postgresql(new)}
+            except provision.ProvisionError as exc:
+                raise MigrateError(f"demo: {exc}", hint="check the network; downloads are cached") from None
         provision.traversable(root)
         data = root / "postgresql" / old
         data.parent.mkdir()
@@ -105,16 +108,23 @@ def _create_cluster(
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C"}
 
     def run(argv: list[str | Path], stdin: bytes | None = None) -> None:
-        subprocess.run(
-            [str(a) for a in argv],
-            env=env,
-            check=True,
-            capture_output=True,
-            cwd="/",
-            input=stdin,
-            user=user.pw_uid if user else None,
-            group=user.pw_gid if user else None,
-        )
+        try:
+            subprocess.run(
+                [str(a) for a in argv],
+                env=env,
+                check=True,
+                capture_output=True,
+                cwd="/",
+                input=stdin,
+                user=user.pw_uid if user else None,
+                group=user.pw_gid if user else None,
+            )
+        except subprocess.CalledProcessError as exc:
+            why = (exc.stderr or exc.stdout or b"").decode("utf-8", "replace").strip()
+            raise MigrateError(
+                f"demo: creating the sample cluster: {Path(str(argv[0])).name} exited with {exc.returncode}: {why}",
+                hint=f"the sample cluster lives in {data.parent}; it must be reachable by the server user",
+            ) from None
 
     run(list(scratch.initdb_argv(prefix, data, major)))
     port = provision.free_port()
