@@ -112,9 +112,9 @@ class DumpRewriter:
                         found = buf.find(b"\n" + _COPY_END, pos)
                         end = found + 4 if found >= 0 else -1
                     if end < 0:  # not in this buffer: pass every complete row on
-                        upto = len(buf) if eof else buf.rfind(b"\n", pos) + 1
-                        out.append(buf[pos:upto])
-                        pos = max(pos, upto)
+                        pos_after = len(buf) if eof else max(pos, buf.rfind(b"\n", pos) + 1)
+                        out.append(buf[pos:pos_after])
+                        pos = pos_after
                         break
                     out.append(buf[pos:end])
                     out += [b"COMMIT;\n"] if self.wal_skip else []

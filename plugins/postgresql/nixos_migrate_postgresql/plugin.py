@@ -405,22 +405,31 @@ def _staging_marker(service: Service) -> Path:
     return service.state_dir / "staging.json"
 
 
-def _prepare_staging(service: Service, step: Step, found: Inspection) -> Path:
-    """initdb the step's target major into the staging directory beside the target, with the
-    source's settings; recorded (after initdb succeeded) for `up`/`down` to take over once."""
-    marker = _staging_marker(service)
-    marker.unlink(missing_ok=True)
+def _staging(service: Service, step: Step, found: Inspection) -> tuple[Path, dict[str, Any]]:
+    """The staging directory beside the step's target, and how it is initdb'ed for the step (with
+    the source's settings): the record its marker holds."""
     staging = sibling(_target_dir(service, step), "staging")
+    initdb = prefix_of(_settings(service), step.to_version) / "bin" / "initdb"
+    argv = initdb_argv(initdb, staging, int(step.to_version), found)
+    return staging, {"argv": argv, "step": [step.from_version, step.to_version]}
+
+
+def _initdb(service: Service, staging: Path, record: dict[str, Any]) -> None:
     if staging.exists():
         shutil.rmtree(staging)
     staging.parent.mkdir(parents=True, exist_ok=True)
     service.private_dir(staging)
-    argv = initdb_argv(
-        prefix_of(_settings(service), step.to_version) / "bin" / "initdb", staging, int(step.to_version), found
-    )
-    service.run.run(argv)
-    marker.write_text(json.dumps({"argv": argv, "step": [step.from_version, step.to_version]}))
-    return staging
+    service.run.run(record["argv"])
+
+
+def _prepare_staging(service: Service, step: Step, found: Inspection) -> None:
+    """initdb the staging cluster ahead of the step (`backup` does, alongside its fingerprint);
+    the marker, written once initdb succeeded, lets `up`/`down` take it over once."""
+    marker = _staging_marker(service)
+    marker.unlink(missing_ok=True)
+    staging, record = _staging(service, step, found)
+    _initdb(service, staging, record)
+    marker.write_text(json.dumps(record))
 
 
 def _initdb_staging(service: Service, step: Step) -> tuple[Path, Path, Path, Inspection]:
@@ -430,19 +439,13 @@ def _initdb_staging(service: Service, step: Step) -> tuple[Path, Path, Path, Ins
     src = _source_dir(service, step)
     dst = _target_dir(service, step)
     found = Inspection.load(_inspection_file(service)) or _inspect_source(service, step, src, fingerprint_too=False)[0]
-    staging = sibling(dst, "staging")
+    staging, wanted = _staging(service, step, found)
     marker = _staging_marker(service)
     prepared = json.loads(marker.read_text()) if marker.exists() else None
     marker.unlink(missing_ok=True)
-    initdb = prefix_of(_settings(service), step.to_version) / "bin" / "initdb"
-    wanted = {
-        "argv": initdb_argv(initdb, staging, int(step.to_version), found),
-        "step": [step.from_version, step.to_version],
-    }
     if prepared != wanted or not (staging / "PG_VERSION").is_file():
         with service.progress.task(f"initdb PostgreSQL {step.to_version}"):
-            _prepare_staging(service, step, found)
-        marker.unlink(missing_ok=True)
+            _initdb(service, staging, wanted)
     dst.parent.mkdir(parents=True, exist_ok=True)
     return src, dst, staging, found
 
@@ -461,8 +464,6 @@ def up(service: Service, step: Step) -> bool:
     src, dst, staging, found = _initdb_staging(service, step)
     if method == "dump":
         _logical_into(service, step, src, staging)
-        with service.progress.task("flush the new cluster to disk"):
-            _sync(service, staging)
     else:
         with service.progress.task(f"pg_upgrade --{method} {step.from_version} -> {step.to_version}"):
             service.run.run(
@@ -491,16 +492,15 @@ def _no_sync(step: Step, method: str) -> bool:
 def down(service: Service, step: Step) -> bool:
     src, dst, staging, _found = _initdb_staging(service, step)
     _logical_into(service, step, src, staging)
-    with service.progress.task("flush the new cluster to disk"):
-        _sync(service, staging)
     _carry_config(src, staging)
     _commit(service, step, src, dst, staging, "dump")
     return True
 
 
 def _logical_into(service: Service, step: Step, src: Path, staging: Path) -> None:
-    """Copy the content of the cluster in `src` into the new cluster in `staging` through SQL.
-    Verify then compares it table by table with the fingerprint `backup` took of `src`."""
+    """Copy the content of the cluster in `src` into the new cluster in `staging` through SQL, and
+    flush it to disk. Verify then compares it table by table with the fingerprint of `src` read
+    meanwhile."""
     s = _settings(service)
     sock = _socket(service)
     work = service.private_dir(service.state_dir / "dump")
@@ -525,6 +525,8 @@ def _logical_into(service: Service, step: Step, src: Path, staging: Path) -> Non
             fp = before.result()
             sidecar.write_text(json.dumps(fp))
             _expected_file(service).write_text(json.dumps(fp))
+    with service.progress.task("flush the new cluster to disk"):
+        _sync(service, staging)
 
 
 def _carry_config(src: Path, new: Path) -> None:
