@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,17 @@ def _parse(raw: bytes) -> dict[str, Any]:
     return holder if isinstance(holder, dict) else {}
 
 
+def _holder_of(fd: int) -> dict[str, Any]:
+    """Who holds the lock on `fd`: a holder that has just taken it writes who it is a moment
+    later, so an empty file is read again for up to 0.1 s before it is called "starting up"."""
+    for _ in range(20):
+        holder = _parse(os.pread(fd, 4096, 0))
+        if holder:
+            return holder
+        time.sleep(0.005)
+    return {}
+
+
 def describe(holder: dict[str, Any]) -> str:
     if not holder:
         return "another nixos-migrate run (starting up)"
@@ -74,7 +86,7 @@ def _one_lock(state_dir: Path, service: str, command: str) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _parse(os.pread(fd, 4096, 0))
+            holder = _holder_of(fd)
             raise LockHeld(
                 f"{service}: locked by {describe(holder)}",
                 hint="wait for that run to finish; the lock goes with its process",
