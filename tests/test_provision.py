@@ -81,7 +81,13 @@ def test_server_runs_as_unprivileged_user_and_stops_by_pid(tmp_path):
         env=env,
         log=data / "log",
     )
-    with server.start(provision.port_open(port)):
+    def accepts() -> bool:
+        # an open port is not enough: a starting server refuses ("the database system is
+        # starting up") until its startup is done
+        probe: list[str | Path] = [prefix / "bin" / "pg_isready", "-q", "-h", "127.0.0.1", "-p", str(port)]
+        return provision.port_open(port)() and subprocess.run(probe, check=False).returncode == 0
+
+    with server.start(accepts):
         out = subprocess.run(
             [
                 prefix / "bin" / "psql",
