@@ -17,11 +17,13 @@ Depths:
   blocks on every major, and the read costs the same at 1 GB and at 1 TB.
 - `shape` lists the objects without reading tables (a plain `verify` with nothing to compare).
 
-Row hashes: `text` hashes each row's text form (any type, any major); `record` (both majors 14 or
-later) hashes the row with `hash_record_extended`, about three times faster, for tables whose
-columns are all of built-in types with stable hash functions (by fixed OID, arrays of them too)
-and deterministic collations; other tables are hashed as text. The same catalog query decides on
-both sides, so a table is hashed the same way before and after.
+Row hashes: `text` hashes each row's text form (any type, any major); `columns` (both majors 14 or
+later) hashes each column with its type's own extended hash function, seeded with the column's
+position, and XORs them: for tables whose columns are all of built-in types with stable hash
+functions (by fixed OID, arrays of them too) and deterministic collations; other tables are hashed
+as text. The same catalog query decides on both sides, so a table is hashed the same way before
+and after. Measured on 7 million pgbench rows: text 5.0 s, `hash_record_extended` of the whole row
+3.0 s, columns 1.4 s (the whole-row form copies every row into a record first).
 """
 
 from __future__ import annotations
@@ -31,25 +33,32 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
+import psycopg
 from psycopg import sql
 
 from nixos_migrate_postgresql.server import PrivateServer
 
 Fingerprint = dict[str, Any]
 Depth = Literal["full", "sample", "shape"]
-RowHash = Literal["text", "record"]
+RowHash = Literal["text", "columns"]
 
 _STABLE_OUTPUT = (
     "SET datestyle = 'ISO, YMD'; SET timezone = 'UTC'; SET intervalstyle = 'postgres';"
     " SET bytea_output = 'hex'; SET extra_float_digits = 3; SET lc_monetary = 'C'"
 )
 _ROW_HASH = "coalesce(sum(hashtextextended({row}::text, 0)), 0)::text"
-_RECORD_HASH = "coalesce(sum(hash_record_extended({row}, 0)), 0)::text"
 #: built-in types (fixed OIDs since forever) whose extended hash functions are the same on every
-#: major: bool bytea char name int8 int2 int4 text oid cidr float4 float8 inet bpchar varchar date
-#: time timestamp timestamptz interval numeric uuid jsonb
-_HASHABLE_TYPES = [16, 17, 18, 19, 20, 21, 23, 25, 26, 650, 700, 701, 869, 1042, 1043, 1082, 1083, 1114, 1184,
-                   1186, 1700, 2950, 3802]  # fmt: skip
+#: major, by the function SQL can call on them directly (by name, stable since 11); the others
+#: through a one-column record (bool bytea date timestamptz: their hash functions take another type)
+_HASH_FUNCTIONS = {
+    18: "hashcharextended", 19: "hashnameextended", 20: "hashint8extended", 21: "hashint2extended",
+    23: "hashint4extended", 25: "hashtextextended", 26: "hashoidextended", 650: "hashinetextended",
+    700: "hashfloat4extended", 701: "hashfloat8extended", 869: "hashinetextended",
+    1042: "hashbpcharextended", 1043: "hashtextextended", 1083: "time_hash_extended",
+    1114: "timestamp_hash_extended", 1186: "interval_hash_extended", 1700: "hash_numeric_extended",
+    2950: "uuid_hash_extended", 3802: "jsonb_hash_extended",
+    16: "", 17: "", 1082: "", 1184: "",
+}  # fmt: skip
 #: tables larger than this many blocks are hashed in block ranges by several connections at once
 _CHUNK_BLOCKS = 8192
 #: in `sample` depth, tables above this many blocks (64 MiB) are sampled ...
@@ -59,7 +68,9 @@ SAMPLE_BLOCKS = 4096
 _USER_SCHEMAS = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)'"
 
 
-def _database_shape(server: PrivateServer, db: str) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+def _database_shape(
+    server: PrivateServer, db: str, by_columns: bool
+) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
     with server.connect(db) as conn:
         relations = conn.execute(
             "SELECT n.nspname, c.relname,"
@@ -84,18 +95,7 @@ def _database_shape(server: PrivateServer, db: str) -> tuple[dict[str, Any], lis
             f" AND {_USER_SCHEMAS}"
         ).fetchall()
         sizes = {str(k): int(str(v)) for k, v in rows}
-        hashable = conn.execute(
-            "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            f" WHERE c.relkind IN ('r', 'm') AND {_USER_SCHEMAS}"
-            " AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0"
-            "  AND NOT a.attisdropped)"
-            " AND NOT EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
-            "  LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'"
-            "  LEFT JOIN pg_collation co ON co.oid = a.attcollation"
-            "  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
-            "  AND (NOT coalesce(e.oid, t.oid) = ANY(%s::oid[]) OR NOT coalesce(co.collisdeterministic, true)))",
-            (_HASHABLE_TYPES,),
-        ).fetchall()
+        hashed = _hashed_columns(conn) if by_columns else {}
     shape: dict[str, Any] = {
         "relations": {f"{s}.{r}": kind for s, r, kind in relations},
         "functions": [f for (f,) in functions],
@@ -105,7 +105,46 @@ def _database_shape(server: PrivateServer, db: str) -> tuple[dict[str, Any], lis
     }
     tables = [(db, str(s), str(r)) for s, r, kind in relations if kind in ("r", "m", "S")]
     kinds = {f"{s}.{r}": kind for s, r, kind in relations}
-    return shape | {"kinds": kinds, "sizes": sizes, "hashable": [str(h) for (h,) in hashable]}, tables
+    return shape | {"kinds": kinds, "sizes": sizes, "columns": hashed}, tables
+
+
+def _hashed_columns(conn: psycopg.Connection[tuple[Any, ...]]) -> dict[str, list[tuple[str, int, int]]]:
+    """The tables that can be hashed by columns: name -> their columns (name, type, array element
+    type or 0) in order; tables with any column of another type or collation are left out."""
+    rows = conn.execute(
+        "SELECT n.nspname || '.' || c.relname, a.attname, a.atttypid::int, coalesce(e.oid, 0)::int,"
+        " coalesce(co.collisdeterministic, true)"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
+        " JOIN pg_type t ON t.oid = a.atttypid"
+        " LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'"
+        " LEFT JOIN pg_collation co ON co.oid = a.attcollation"
+        f" WHERE c.relkind IN ('r', 'm') AND {_USER_SCHEMAS} ORDER BY 1, a.attnum"
+    ).fetchall()
+    tables: dict[str, list[tuple[str, int, int]]] = {}
+    refused: set[str] = set()
+    for table, column, type_oid, element, deterministic in rows:
+        key = str(table)
+        base = int(str(element)) or int(str(type_oid))
+        if base not in _HASH_FUNCTIONS or not deterministic:
+            refused.add(key)
+        tables.setdefault(key, []).append((str(column), int(str(type_oid)), int(str(element))))
+    return {k: v for k, v in tables.items() if k not in refused}
+
+
+def _columns_hash(columns: list[tuple[str, int, int]]) -> sql.Composable:
+    """The row hash of a table hashed by columns: each column by its type's hash function, seeded
+    with its position (equal values in two columns must not cancel out), XORed; NULL as -1 - i."""
+    parts = []
+    for i, (name, type_oid, element) in enumerate(columns):
+        column = sql.SQL("t.{}").format(sql.Identifier(name))
+        function = "hash_array_extended" if element else _HASH_FUNCTIONS[type_oid]
+        if function:
+            value = sql.SQL("{}({}, {})").format(sql.SQL(function), column, sql.Literal(i))
+        else:
+            value = sql.SQL("hash_record_extended(ROW({}), {})").format(column, sql.Literal(i))
+        parts.append(sql.SQL("coalesce({}, {})").format(value, sql.Literal(-1 - i)))
+    return sql.SQL("coalesce(sum({}), 0)::text").format(sql.SQL(" # ").join(parts))
 
 
 def _table(
@@ -116,10 +155,11 @@ def _table(
     kind: str,
     blocks: tuple[int, int] | None,
     sample: float,
-    record: bool,
+    columns: list[tuple[str, int, int]] | None,
 ) -> tuple[str, list[int]]:
     """Row count and hash sum of a table (or of the block range `blocks` of it, or of a repeatable
-    `sample` percent of its blocks), by record hash or text hash; a sequence's value."""
+    `sample` percent of its blocks), hashed by `columns` when given, else as text; a sequence's
+    value."""
     ident = sql.Identifier(schema, name)
     with server.connect(db) as conn:
         conn.execute(_STABLE_OUTPUT)
@@ -133,8 +173,8 @@ def _table(
                 where = sql.SQL(" WHERE t.ctid >= {} AND t.ctid < {}").format(
                     sql.Literal(f"({blocks[0]},0)"), sql.Literal(f"({blocks[1]},0)")
                 )
-            row_hash = (_RECORD_HASH if record else _ROW_HASH).format(row="t")
-            query = sql.SQL("SELECT count(*), " + row_hash + "::numeric FROM ONLY {} t{}").format(ident, where)
+            row_hash = _columns_hash(columns) if columns else sql.SQL(_ROW_HASH.format(row="t"))
+            query = sql.SQL("SELECT count(*), {}::numeric FROM ONLY {} t{}").format(row_hash, ident, where)
             row = conn.execute(query).fetchone()
     return f"{db}/{schema}.{name}", [int(str(v)) for v in (row or ())]
 
@@ -198,14 +238,14 @@ def take(
     }
     work = []
     sizes: dict[str, int] = {}
-    hashable: set[str] = set()
+    by_columns: dict[str, list[tuple[str, int, int]]] = {}
     for name, encoding, collate, ctype, allowconn in databases:
         entry: dict[str, Any] = {"encoding": encoding, "collate": collate, "ctype": ctype}
         if allowconn:
-            shape, tables = _database_shape(server, str(name))
+            shape, tables = _database_shape(server, str(name), row_hash == "columns")
             kinds = shape.pop("kinds")
             sizes |= {f"{name}/{rel}": int(pages) for rel, pages in shape.pop("sizes").items()}
-            hashable |= {f"{name}/{rel}" for rel in shape.pop("hashable")}
+            by_columns |= {f"{name}/{rel}": columns for rel, columns in shape.pop("columns").items()}
             entry |= shape
             work += [(db, s, r, kinds[f"{s}.{r}"]) for db, s, r in tables]
         result["databases"][str(name)] = entry
@@ -220,8 +260,8 @@ def take(
     def hashed(piece: tuple[Any, ...]) -> tuple[str, list[int]]:
         db, schema, name, kind, blocks, sampling = piece
         key = f"{db}/{schema}.{name}"
-        record = row_hash == "record" and key in hashable
-        return _table(server, db, schema, name, kind, blocks, percent[key] if sampling else 0.0, record)
+        columns = by_columns.get(key)
+        return _table(server, db, schema, name, kind, blocks, percent[key] if sampling else 0.0, columns)
 
     totals: dict[str, list[int]] = {}
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:

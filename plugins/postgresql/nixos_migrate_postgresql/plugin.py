@@ -161,8 +161,8 @@ def _depth(service: Service, step: Step) -> fingerprint.Depth:
 
 
 def _row_hash(step: Step) -> fingerprint.RowHash:
-    """hash_record_extended exists from 14: both sides must have it."""
-    return "record" if min(_majors(step)) >= 14 else "text"
+    """Hashing by columns needs functions of 14 (hash_record_extended for some types) on both sides."""
+    return "columns" if min(_majors(step)) >= 14 else "text"
 
 
 def _majors(step: Step) -> tuple[int, int]:

@@ -73,7 +73,7 @@ def test_sampled_fingerprint_picks_the_same_blocks_after_a_real_pg_upgrade(clust
     assert fingerprint.differences(before, grown)[0].startswith("databases/app/tables/sales.orders")
 
 
-def test_record_hashes_cover_built_in_types_and_fall_back_to_text_for_the_rest(cluster_factory, pg_service, pg_root):
+def test_column_hashes_cover_built_in_types_and_fall_back_to_text_for_the_rest(cluster_factory, pg_service, pg_root):
     cluster = cluster_factory("17", pg_root / "data")
     svc = pg_service(pg_root / "data", ("17",))
     with _server(svc, "17", cluster.prefix, cluster.data) as server:
@@ -82,14 +82,56 @@ def test_record_hashes_cover_built_in_types_and_fall_back_to_text_for_the_rest(c
                 "CREATE TABLE sales.notes (id int, doc json); INSERT INTO sales.notes VALUES (1, '{\"a\": 1}')"
             )
         text = fingerprint.take(server, jobs=2, row_hash="text")
-        record = fingerprint.take(server, jobs=2, row_hash="record")
+        by_columns = fingerprint.take(server, jobs=2, row_hash="columns")
         tables = {
-            k: (text["databases"]["app"]["tables"][k], v) for k, v in record["databases"]["app"]["tables"].items()
+            k: (text["databases"]["app"]["tables"][k], v) for k, v in by_columns["databases"]["app"]["tables"].items()
         }
         assert tables["sales.orders"][0][0] == tables["sales.orders"][1][0] == "100000"
-        assert tables["sales.orders"][0][1] != tables["sales.orders"][1][1]  # hashed as records
+        assert tables["sales.orders"][0][1] != tables["sales.orders"][1][1]  # hashed by columns
         assert tables["sales.notes"][0] == tables["sales.notes"][1]  # json has no hash function: as text
         with server.connect("app") as conn:
             conn.execute("UPDATE sales.orders SET payload = payload || '{\"x\": 1}' WHERE id = 4242")
-        changed = fingerprint.take(server, jobs=2, row_hash="record")
-    assert fingerprint.differences(record, changed)[0].startswith("databases/app/tables/sales.orders")
+        changed = fingerprint.take(server, jobs=2, row_hash="columns")
+    assert fingerprint.differences(by_columns, changed)[0].startswith("databases/app/tables/sales.orders")
+
+
+def test_column_hashes_take_every_listed_type_and_see_swaps_and_nulls(cluster_factory, pg_service, pg_root):
+    """Every type the column hash knows (arrays and NULLs too) is hashed without falling back to
+    text, and rows that differ only by two swapped values, or by a NULL, hash differently."""
+    cluster = cluster_factory("17", pg_root / "data")
+    svc = pg_service(pg_root / "data", ("17",))
+    every = (
+        'b bool, y bytea, c "char", n name, i8 int8, i2 int2, i4 int4, t text, o oid, ci cidr, f4 float4,'
+        " f8 float8, ip inet, bp char(5), vc varchar(9), d date, tm time, ts timestamp, tz timestamptz,"
+        " iv interval, nu numeric, u uuid, j jsonb, a int4[], x int4"
+    )
+    values = (
+        "true, '\\x01', 'c', 'n', 8, 2, 4, 't', 26, '10.0.0.0/8', 1.5, 2.5, '10.0.0.1', 'bp', 'vc',"
+        " '2024-02-29', '12:00', '2024-01-01 00:00', '2024-01-01 00:00+00', '1 day', 1.25,"
+        " 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{\"k\": 1}', '{1,2}', 4"
+    )
+    with _server(svc, "17", cluster.prefix, cluster.data) as server:
+
+        def table_hash(rows: str) -> list[str]:
+            with server.connect("app") as conn:
+                conn.execute(f"DROP TABLE IF EXISTS public.every; CREATE TABLE public.every ({every}); {rows}")
+            fp = fingerprint.take(server, jobs=1, row_hash="columns")
+            return list(fp["databases"]["app"]["tables"]["public.every"])
+
+        with server.connect("app") as conn:
+            columns = fingerprint._hashed_columns(conn)
+        assert "sales.orders" in columns  # timestamptz, numeric, text[] and jsonb are all hashable
+
+        one = table_hash(f"INSERT INTO every VALUES ({values})")
+        with server.connect("app") as conn:
+            assert "public.every" in fingerprint._hashed_columns(conn)  # not left to the text hash
+        assert one[0] == "1"
+        sevens = table_hash(f"INSERT INTO every VALUES ({values}); UPDATE every SET i4 = 7, x = 7")
+        nines = table_hash(f"INSERT INTO every VALUES ({values}); UPDATE every SET i4 = 9, x = 9")
+        assert sevens != nines  # one value in two columns does not cancel itself out
+        swapped = table_hash(f"INSERT INTO every VALUES ({values}); UPDATE every SET i4 = 5, x = 4")
+        unswapped = table_hash(f"INSERT INTO every VALUES ({values}); UPDATE every SET i4 = 4, x = 5")
+        assert swapped != unswapped
+        with_null = table_hash(f"INSERT INTO every VALUES ({values}); UPDATE every SET tz = NULL")
+        assert with_null != one and with_null[0] == "1"
+        assert table_hash(f"INSERT INTO every VALUES ({values})") == one  # deterministic
