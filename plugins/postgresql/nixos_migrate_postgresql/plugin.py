@@ -45,7 +45,7 @@ from nixos_migrate_postgresql.cluster import (
     stop_stray_server,
 )
 from nixos_migrate_postgresql.inspect import Inspection, initdb_argv, inspect
-from nixos_migrate_postgresql.server import PrivateServer, private_dir, running
+from nixos_migrate_postgresql.server import PrivateServer, loading_settings, private_dir, running
 from nixos_migrate_postgresql.settings import PostgresSettings
 
 RETAINED = "retained-cluster"
@@ -509,24 +509,43 @@ def _logical_into(service: Service, step: Step, src: Path, staging: Path) -> Non
     # the newer pg_dump of the two: an older one refuses a newer server, a newer one reads older servers
     dump_bin = prefix_of(s, str(max(int(step.from_version or 0), int(step.to_version)))) / "bin"
     sidecar = Path(json.loads(_retained_marker(service).read_text())["fingerprint_file"])
+    row_hash = _row_hash(step)
     with (
         running(service, src_prefix, src, sock, s.port, s.superuser) as old,
-        running(service, dst_prefix, staging, sock, s.port + 1, old.find_superuser(s.superuser)) as new,
+        running(
+            service, dst_prefix, staging, sock, s.port + 1, old.find_superuser(s.superuser), loading_settings()
+        ) as new,
         ThreadPoolExecutor(max_workers=1) as pool,
     ):
         # nobody writes the source (its service is stopped, this server is private): its
         # fingerprint is read while the copy runs, on the CPU the copy leaves idle
         reader = old.in_background()
-        before = pool.submit(fingerprint.take, reader, s.jobs, depth="full", row_hash=_row_hash(step))
+        before = pool.submit(fingerprint.take, reader, s.jobs, depth="full", row_hash=row_hash)
         try:
             logical.copy_cluster(service, old, dump_bin, new, dst_prefix / "bin", int(step.to_version), work)
         finally:
             # kept even when the copy failed: the restore that follows checks against it
-            fp = before.result()
-            sidecar.write_text(json.dumps(fp))
-            _expected_file(service).write_text(json.dumps(fp))
+            expected = before.result()
+            sidecar.write_text(json.dumps(expected))
+        # the loading server does not fsync (loading_settings): the copy reaches the disk while it
+        # is read back and compared
+        flushed = pool.submit(_sync, service, staging)
+        with service.progress.task("compare the copy with its source, table by table"):
+            copied = fingerprint.take(new, s.jobs, depth="full", row_hash=row_hash)
+            differences = fingerprint.differences(expected, copied)
+            if differences:
+                raise MigrateError(
+                    "the copy differs from its source: " + "; ".join(differences),
+                    hint=f"nothing was committed; the logs of the private servers are in {service.state_dir / 'logs'}",
+                )
+            # verify, after the commit, reads these same files: a repeatable sample of them is
+            # enough to show that they are the ones compared here
+            _expected_file(service).write_text(
+                json.dumps(fingerprint.take(new, s.jobs, depth="sample", row_hash=row_hash))
+            )
+        flushed.result()
     with service.progress.task("flush the new cluster to disk"):
-        _sync(service, staging)
+        _sync(service, staging)  # what the server's shutdown wrote
 
 
 def _carry_config(src: Path, new: Path) -> None:

@@ -122,3 +122,25 @@ def test_a_failed_down_is_restored_against_the_fingerprint_taken_during_the_copy
     taken = json.loads(Path(backup["detail"]["fingerprint_file"]).read_text())
     assert taken["depth"] == "full"
     assert taken["databases"]["app"]["tables"]["sales.orders"][0] != "0"  # rows were counted
+
+
+def test_a_copy_that_silently_lost_a_row_is_caught_before_the_commit_and_restored(cluster_factory, pg_service, pg_root):
+    """A load that reports success but lost a row (here a psql that drops one line of the stream)
+    is found by the table-by-table comparison inside the step, which names the table; nothing is
+    committed and the newer cluster is back as it was."""
+    cluster = cluster_factory("16", pg_root / "data")
+    svc = pg_service(pg_root / "data", ("16", "17"))
+    assert svc.cli("17", "up").code == 0
+    before = Cluster("17", pg_root / "data", cluster.sock, cluster.user).offline_content()
+    real = provision.postgresql("16")
+    script = f"""for a in "$@"; do [ "$a" = -f ] || [ "$a" = --version ] && exec {real}/bin/psql "$@"; done
+sed -e '/^77777\\t/d' | {real}/bin/psql "$@"
+"""
+    svc.settings["packages"]["16"] = str(prefix_with(real, pg_root / "lossy-16", "psql", script))
+    result = svc.cli("17", "down", "db", "--to", "16")
+    assert result.code == 1, result.output
+    assert "the copy differs from its source" in result.stderr
+    assert "databases/app/tables/sales.orders" in result.stderr
+    assert "restored from backup" in result.stderr
+    assert (pg_root / "data" / "PG_VERSION").read_text().strip() == "17"
+    assert Cluster("17", pg_root / "data", cluster.sock, cluster.user).offline_content() == before
