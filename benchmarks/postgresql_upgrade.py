@@ -9,11 +9,13 @@ fresh copy of the same cluster:
 - Debian's `pg_upgradecluster -m upgrade`, `-m link`, `-m dump` (postgresql-common 248 on
   Debian 12 fails for source clusters >= 16, hence 14 -> 16 by default);
 - `pg_dumpall | psql` into a new cluster;
-- nixos-migrate `up` end to end (pre-checks with `pg_upgrade --check`, backup with content
-  fingerprint, upgrade, statistics, verify with fingerprint comparison and amcheck), with
-  `method = copy` and `method = link`;
+- nixos-migrate `up` end to end, service down to service up (pre-checks with `pg_upgrade
+  --check`, backup with content fingerprint, upgrade, verify with fingerprint comparison and
+  amcheck), with `method = copy` and `method = link`; then, as the NixOS module does once the
+  service runs, `nixos-migrate settle` (planner statistics through the running server), timed
+  apart together with the server's start, like the manual's `vacuumdb --analyze-in-stages`;
 - nixos-migrate `down` (logical, verified table by table) against `pg_dumpall | psql` back into
-  the older major.
+  the older major (statistics left to `settle` as well; `pg_dumpall | psql` computes none).
 
 pg_upgradecluster looks for binaries in /usr/lib/postgresql/<major>/bin only: for the run, that
 directory is a symlink to the downloaded build when it does not exist, removed afterwards. Its
@@ -188,11 +190,14 @@ def run_contenders(b: Bench, args: argparse.Namespace, pristine: Path, results: 
         os.chown(old.parent, b.user.pw_uid, b.user.pw_gid)
         b.copy(pristine, old)
         manifest = nm_manifest(b, base, old, base / "pgdata" / args.new, method)
-        note(f"nixos-migrate up, method {method} (end to end)", timed(nm, manifest, "up"))
+        downtime, settle = nm_up_then_settle(b, manifest, base / "pgdata" / args.new)
+        note(f"nixos-migrate up, method {method} (end to end)", downtime)
+        note(f"  then, serving: server start + nixos-migrate settle (method {method})", settle)
         if method == "copy":
             newer = b.fresh("dumpall-down") / "newer"
             b.copy(base / "pgdata" / args.new, newer)
-            note("nixos-migrate down (logical, verified)", timed(nm, manifest, "down", "bench", "--to", args.old))
+            down = timed(nm, manifest, "down", "bench", "--to", args.old, "--defer-settle")
+            note("nixos-migrate down (logical, verified)", down)
             note("pg_dumpall | psql (down)", timed(dump_restore, b, args.new, newer, args.old, newer.parent / "older"))
 
 
@@ -282,6 +287,20 @@ def nm_manifest(b: Bench, base: Path, old: Path, new: Path, method: str) -> Path
         )
     )
     return manifest
+
+
+def nm_up_then_settle(b: Bench, manifest: Path, new: Path) -> tuple[float, float]:
+    """`up` with the statistics left for later (the service's downtime), then what the NixOS
+    module's settle unit does once the service runs: the seconds of both."""
+    downtime = timed(nm, manifest, "up", "--defer-settle")
+    start = time.monotonic()
+    with b.server(b.new, new) as port:
+        data = json.loads(manifest.read_text())
+        settings = data["services"]["bench"]["settings"]
+        settings |= {"service_socket_dir": str(b.sock), "service_port": port, "superuser": b.su}
+        manifest.write_text(json.dumps(data))
+        nm(manifest, "settle")
+    return downtime, time.monotonic() - start
 
 
 def nm(manifest: Path, *args: str) -> None:

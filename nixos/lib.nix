@@ -206,6 +206,35 @@ rec {
       }
     ) (filterAttrs (n: _: checked.services ? ${n}) services);
 
+  # systemd.services entries, one per service that has a unit: `nixos-migrate settle` once the
+  # service runs (work a step left for after the downtime, e.g. PostgreSQL's planner statistics;
+  # nothing when no step ran). Wanted by the service's unit, so a failure never stops the service.
+  settleUnits =
+    {
+      cfg,
+      exe,
+      manifestFile,
+    }:
+    let
+      checked = manifest cfg;
+      withUnit = filterAttrs (_: svc: (svc.unit or null) != null) checked.services;
+    in
+    listToAttrs (
+      map (name: {
+        name = "${unitName name}-settle";
+        value = {
+          description = "nixos-migrate: finish the migration of ${name} now that it runs (e.g. planner statistics)";
+          after = [ checked.services.${name}.unit ];
+          wantedBy = [ checked.services.${name}.unit ];
+          environment.NIXOS_MIGRATE_MANIFEST = manifestFile;
+          serviceConfig = {
+            Type = "oneshot";
+            ExecStart = concatStringsSep " " [ exe "--manifest" manifestFile "settle" name ];
+          };
+        };
+      }) (attrNames withUnit)
+    );
+
   # the body of system.preSwitchChecks.nixos-migrate: $1 is the new system, $2 the action
   preSwitchCheck =
     {

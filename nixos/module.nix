@@ -218,6 +218,8 @@ in
           current = pg.package.psqlSchema;
           packages = pgPackages;
           dataDir = pg.dataDir;
+          # settle computes the planner statistics through the running service
+          settings.service_port = pg.settings.port;
           inherit (pgm)
             oldDataDir
             method
@@ -235,23 +237,30 @@ in
 
     systemd.tmpfiles.rules = [ "d ${cfg.stateDir} 0711 root root -" ];
 
-    systemd.services = lib.mapAttrs' (
-      name: unit:
-      lib.nameValuePair (pure.unitName name) (
-        unit
-        // {
-          path = [ config.systemd.package ];
-          # a new manifest (a new target) runs the unit again at the switch
-          restartTriggers = [ manifestFile ];
+    systemd.services =
+      lib.mapAttrs' (
+        name: unit:
+        lib.nameValuePair (pure.unitName name) (
+          unit
+          // {
+            path = [ config.systemd.package ];
+            # a new manifest (a new target) runs the unit again at the switch
+            restartTriggers = [ manifestFile ];
+          }
+        )
+      ) (
+        pure.units {
+          cfg = values;
+          inherit exe;
+          manifestFile = "/etc/nixos-migrate/manifest.json";
         }
       )
-    ) (
-      pure.units {
+      # after the service starts: the work the migration left for a running service
+      // pure.settleUnits {
         cfg = values;
         inherit exe;
         manifestFile = "/etc/nixos-migrate/manifest.json";
-      }
-    );
+      };
 
     system.preSwitchChecks.nixos-migrate = pure.preSwitchCheck {
       inherit exe;

@@ -99,6 +99,8 @@ class RecordingPlugin:
     def _move(self, service: Service, step: Step) -> None:
         (self._dir(service) / "VERSION").write_text(step.to_version)
         (self._dir(service) / f"data-{step.to_version}").write_text(f"written by {step.direction}")
+        # work for `settle`, as a real plugin notes it: in its state directory
+        (service.state_dir / "settle-noted").write_text(step.to_version)
 
     @hookimpl
     def up(self, service: Service, step: Step) -> bool | None:
@@ -130,3 +132,14 @@ class RecordingPlugin:
             self.bad_verifies -= 1
             return [Check("tables", False, "row count differs")]
         return [Check("version file", (self._dir(service) / "VERSION").exists())]
+
+    @hookimpl
+    def settle(self, service: Service) -> list[Check] | None:
+        if self._enter("settle", service.step):
+            return self.returns["settle"]  # type: ignore[no-any-return]
+        noted = service.state_dir / "settle-noted"
+        if not noted.exists():
+            return None
+        version = noted.read_text()
+        noted.unlink()
+        return [Check("after-start work", True, f"for {version}")]

@@ -7,7 +7,9 @@ import pytest
 from nixos_migrate.testing.cli import run_cli
 from tests.conftest import V1, V2
 
-COMMANDS = ["status", "plan", "up", "down", "verify", "history", "backups", "restore", "plugins", "new-plugin"]
+COMMANDS = [
+    "status", "plan", "up", "down", "settle", "verify", "history", "backups", "restore", "plugins", "new-plugin"
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
@@ -103,3 +105,18 @@ def test_plan_fail_if_pending_is_the_units_gate(make_app):
     assert app.entries() == before  # the gate changes nothing
     assert app.cli("up").code == 0
     assert app.cli("plan", "--no-checks", "--fail-if-pending").code == 0
+
+
+def test_settle_and_defer_settle_on_the_command_line(make_app):
+    """`up --defer-settle` leaves the after-start work and says how to do it; `settle` does it
+    (the scripts plugin notes none: nothing to do), as JSON too."""
+    app = make_app(target=V1)
+    deferred = app.cli("up", "--defer-settle")
+    assert deferred.code == 0, deferred.output
+    assert "once it runs again: `nixos-migrate settle app`" in deferred.stdout
+    settle = app.cli("settle", "--json")
+    assert settle.code == 0, settle.output
+    assert settle.json == {"app": {"state": "nothing", "checks": []}}
+    assert "app: nothing left to do" in app.cli("settle").stdout
+    ran = app.cli("up", "--json")  # nothing to do: no run, nothing settled
+    assert ran.json[0]["settle"] is None

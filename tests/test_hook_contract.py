@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from nixos_migrate.errors import (
+    JournalDirty,
     ManifestError,
     NeedsAcceptance,
     PluginError,
@@ -282,3 +283,59 @@ def test_hooks_are_called_only_on_the_serving_plugin(tmp_path):
     Engine(manifest, registry).up(["one"])
     assert a.called("up")
     assert b.calls == []
+
+
+def test_hook_settle_runs_after_the_run_when_no_unit_starts_the_service(rig):
+    """Without a unit nothing else would start the service: the core settles at once, after the
+    steps are committed, with no step in the context; the report carries what was done."""
+    [report] = rig.engine().up(None)
+    assert rig.plugin.called("settle") == [None]  # service.step is None
+    calls = [name for name, _ in rig.plugin.calls]
+    assert calls.index("settle") > max(i for i, n in enumerate(calls) if n == "verify")
+    assert report.settled is not None and report.settled.state == "done"
+    assert report.to_json()["settle"] == {
+        "state": "done",
+        "checks": [{"name": "after-start work", "ok": True, "detail": "for 2"}],
+    }
+    [again] = rig.engine(target="2").up(None)  # nothing to do: no run, no settle
+    assert again.settled is None and len(rig.plugin.called("settle")) == 1
+
+
+def test_hook_settle_deferred_then_called_by_the_settle_command(rig):
+    engine = rig.engine()
+    engine.defer_settle = True
+    [report] = engine.up(None)
+    assert report.settled is not None and report.settled.state == "deferred"
+    assert rig.plugin.called("settle") == []
+    results = rig.engine().settle(None)
+    assert results["svc"].state == "done" and results["svc"].checks[0].detail == "for 2"
+    assert rig.engine().settle(None)["svc"].state == "nothing"  # done work is no longer noted
+
+
+def test_hook_settle_is_deferred_when_the_unit_was_not_started_by_the_core(rig):
+    """A unit that was not running (the NixOS module's migration unit runs before the service's
+    own): the service starts later, so the work waits for `nixos-migrate settle`."""
+    [report] = rig.engine(unit="svc-that-was-not-running.service").up(None)
+    assert report.settled is not None and report.settled.state == "deferred"
+    assert rig.plugin.called("settle") == []
+
+
+def test_hook_settle_failure_keeps_the_committed_step_and_is_reported(rig):
+    rig.plugin.fail.add("settle")
+    before_restores = len(rig.plugin.called("restore"))
+    [report] = rig.engine().up(None)
+    assert report.end_version == "2" and (rig.data / "VERSION").read_text() == "2"
+    assert report.settled is not None and report.settled.state == "failed"
+    assert "injected failure in settle" in report.settled.checks[0].detail
+    assert len(rig.plugin.called("restore")) == before_restores  # never restored for it
+    rig.plugin.fail.clear()
+    assert rig.engine().settle(None)["svc"].state == "done"  # the work stayed noted
+
+
+def test_hook_settle_refuses_while_a_step_is_in_flight(rig):
+    engine = rig.engine()
+    run = engine.journal.start_run("svc", "test", None)
+    engine.journal.begin_step(run, "svc", Step("1", "2", "up"))
+    with pytest.raises(JournalDirty):
+        rig.engine().settle(None)
+    assert rig.plugin.called("settle") == []

@@ -164,6 +164,30 @@ def test_units_are_ordered_before_the_service_and_required_by_it():
     assert db["environment"]["NIXOS_MIGRATE_MANIFEST"] == "/etc/m.json"
 
 
+def test_settle_units_follow_the_service_and_run_the_real_settle_command(tmp_path):
+    """One settle unit per service with a unit, ordered after it and wanted by it (a failure never
+    stops the service); its ExecStart is a real command against a real manifest."""
+    units = nix_eval(
+        f'lib.settleUnits {{ cfg = {CONFIGURATIONS["ordered"]}; exe = "/bin/nm"; manifestFile = "/etc/m.json"; }}'
+    )
+    assert set(units) == {"nixos-migrate-db-settle"}  # web has no unit: `up` settles at once
+    db = units["nixos-migrate-db-settle"]
+    assert db["after"] == ["postgresql.service"] and db["wantedBy"] == ["postgresql.service"]
+    assert "requires" not in db and "requiredBy" not in db
+    assert shlex.split(db["serviceConfig"]["ExecStart"]) == ["/bin/nm", "--manifest", "/etc/m.json", "settle", "db"]
+
+    data = tmp_path / "data"
+    data.mkdir()
+    config = _scripts_config(data, auto_apply=True, state=tmp_path / "state").replace(
+        'plugin = "scripts";', 'plugin = "scripts"; unit = "app.service";'
+    )
+    manifest = _write_manifest(tmp_path, config)
+    settle = nix_eval(f'lib.settleUnits {{ cfg = {config}; exe = "{EXE}"; manifestFile = "{manifest}"; }}')
+    result = _run(shlex.split(settle["nixos-migrate-app-settle"]["serviceConfig"]["ExecStart"]))
+    assert result.returncode == 0, result.stderr
+    assert "app: nothing left to do" in result.stdout
+
+
 def _scripts_config(data: Path, *, auto_apply: bool, state: Path, accept: bool = True) -> str:
     return f"""{{
         stateDir = "{state}";

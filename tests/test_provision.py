@@ -81,6 +81,7 @@ def test_server_runs_as_unprivileged_user_and_stops_by_pid(tmp_path):
         env=env,
         log=data / "log",
     )
+
     def accepts() -> bool:
         # an open port is not enough: a starting server refuses ("the database system is
         # starting up") until its startup is done

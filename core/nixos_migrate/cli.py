@@ -15,7 +15,7 @@ import click
 
 from nixos_migrate import __version__
 from nixos_migrate.errors import ChecksFailed, MigrateError, StepsPending, UsageError
-from nixos_migrate.executor import Engine, RunReport
+from nixos_migrate.executor import Engine, RunReport, Settled
 from nixos_migrate.manifest import load_manifest, manifest_path
 from nixos_migrate.plugins import PluginRegistry
 from nixos_migrate.render import checks_table, emit_json, err, out, progress_for, show_plan, table
@@ -34,6 +34,12 @@ DATA_LOSS = click.option(
     is_flag=True,
     help="Allow steps that restore an older backup: data written since is lost (it is backed up first).",
 )
+DEFER_SETTLE = click.option(
+    "--defer-settle",
+    is_flag=True,
+    help="Leave the work that needs no downtime (PostgreSQL: planner statistics) to `nixos-migrate settle`,"
+    " to run once the service runs again (default: done at once when the manifest names no unit).",
+)
 
 
 class Interrupted(BaseException):
@@ -50,7 +56,7 @@ class Context:
         self.traceback = traceback
 
     @contextmanager
-    def engine(self, json_output: bool = False) -> Iterator[Engine]:
+    def engine(self, json_output: bool = False, defer_settle: bool = False) -> Iterator[Engine]:
         path = manifest_path(self.manifest_option)
         manifest = load_manifest(path)
         engine = Engine(
@@ -60,6 +66,7 @@ class Context:
             progress=progress_for(json_output),
             command=" ".join(["nixos-migrate", *sys.argv[1:]]),
         )
+        engine.defer_settle = defer_settle
         try:
             yield engine
         finally:
@@ -185,6 +192,21 @@ def _report(reports: Sequence[RunReport], json_output: bool) -> None:
             backup = f" (backup {s.backup_id})" if s.backup_id else ""
             out.print(f"{r.service}: {s.step.label} {s.outcome}{backup}")
         out.print(f"{r.service}: now at {r.end_version}")
+        if r.settled is not None:
+            _report_settled(r.service, r.settled)
+
+
+def _report_settled(service: str, settled: Settled) -> None:
+    for c in settled.checks:
+        out.print(f"{service}: {c.name}: {'ok' if c.ok else 'FAILED'}{f' ({c.detail})' if c.detail else ''}")
+    if settled.state == "deferred":
+        out.print(f"{service}: once it runs again: `nixos-migrate settle {service}` (e.g. planner statistics)")
+    elif settled.state == "failed":
+        err.print(
+            f"WARNING: {service}: the work after the step failed; the data is migrated and verified."
+            f" Run `nixos-migrate settle {service}` again.",
+            markup=False,
+        )
 
 
 @cli.command()
@@ -193,6 +215,7 @@ def _report(reports: Sequence[RunReport], json_output: bool) -> None:
 @DATA_LOSS
 @click.option("--resume", is_flag=True, help="Finish a step a crash interrupted, then go on.")
 @click.option("--rollback", is_flag=True, help="Restore the backup of a step a crash interrupted, and stop.")
+@DEFER_SETTLE
 @JSON
 @click.pass_obj
 def up(
@@ -202,12 +225,13 @@ def up(
     accept_data_loss: bool,
     resume: bool,
     rollback: bool,
+    defer_settle: bool,
     json_output: bool,
 ) -> None:
     """Migrate the data of SERVICES (default: all) to their targets."""
     if resume and rollback:
         raise UsageError("--resume and --rollback exclude each other")
-    with obj.engine(json_output) as engine:
+    with obj.engine(json_output, defer_settle) as engine:
         reports = engine.up(
             services, accept=accept, accept_data_loss=accept_data_loss, resume=resume, rollback=rollback
         )
@@ -219,15 +243,47 @@ def up(
 @click.option("--to", "to", required=True, metavar="VERSION", help="A version the data has been at.")
 @ACCEPT
 @DATA_LOSS
+@DEFER_SETTLE
 @JSON
 @click.pass_obj
 def down(
-    obj: Context, service: str, to: str, accept: tuple[str, ...], accept_data_loss: bool, json_output: bool
+    obj: Context,
+    service: str,
+    to: str,
+    accept: tuple[str, ...],
+    accept_data_loss: bool,
+    defer_settle: bool,
+    json_output: bool,
 ) -> None:
     """Migrate the data of SERVICE back to version VERSION."""
-    with obj.engine(json_output) as engine:
+    with obj.engine(json_output, defer_settle) as engine:
         report = engine.down(service, to, accept=accept, accept_data_loss=accept_data_loss)
     _report([report], json_output)
+
+
+@cli.command()
+@click.argument("services", nargs=-1)
+@JSON
+@click.pass_obj
+def settle(obj: Context, services: tuple[str, ...], json_output: bool) -> None:
+    """Do the work earlier steps left for after SERVICES (default: all) run again.
+
+    PostgreSQL computes planner statistics here, through the running server (or on the data when
+    it is stopped). The NixOS module runs this after the service starts. Exits 1 when it failed.
+    """
+    with obj.engine(json_output) as engine:
+        results = engine.settle(services)
+    if json_output:
+        emit_json({name: settled.to_json() for name, settled in results.items()})
+    else:
+        for name, settled in results.items():
+            if settled.state == "nothing":
+                out.print(f"{name}: nothing left to do")
+            else:
+                checks_table(name, settled.checks)
+    bad = [f"{n}: {c.name}" for n, s in results.items() for c in s.checks if not c.ok]
+    if bad:
+        raise ChecksFailed(f"settle failed: {', '.join(bad)}", hint="the service's logs; then run it again")
 
 
 @cli.command()

@@ -36,10 +36,13 @@ class ServiceControl:
             self._runner.run(["systemctl", "stop", self.unit], as_root=True)
             self.stopped_by_us = True
 
-    def restart_if_stopped(self) -> None:
+    def restart_if_stopped(self) -> bool:
+        """Start the unit again if we stopped it; whether it is active now (started and waited for)."""
         if self.unit and self.stopped_by_us:
             # inside a unit ordered before the service (the NixOS module's oneshot), a blocking start
             # would wait for the service, which waits for us: queue the job and let systemd run it
-            no_block = ["--no-block"] if os.environ.get("INVOCATION_ID") else []
-            self._runner.run(["systemctl", "start", *no_block, self.unit], as_root=True)
+            no_block = bool(os.environ.get("INVOCATION_ID"))
+            self._runner.run(["systemctl", "start", *(["--no-block"] if no_block else []), self.unit], as_root=True)
             self.stopped_by_us = False
+            return not no_block
+        return False

@@ -50,11 +50,24 @@ class StepReport:
 
 
 @dataclass
+class Settled:
+    """What became of the work a run left for after the service runs (the `settle` hook): `done`,
+    `failed`, `nothing` (nothing was noted), or `deferred` to `nixos-migrate settle`."""
+
+    state: str
+    checks: list[Check] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"state": self.state, "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks]}
+
+
+@dataclass
 class RunReport:
     service: str
     start_version: str | None
     end_version: str | None
     steps: list[StepReport] = field(default_factory=list)
+    settled: Settled | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -70,6 +83,7 @@ class RunReport:
                 }
                 for r in self.steps
             ],
+            "settle": self.settled.to_json() if self.settled else None,
         }
 
 
@@ -98,6 +112,8 @@ class Engine:
         self.source = source
         self.progress: Progress = progress or NullProgress()
         self.command = command
+        #: leave the `settle` hook to `nixos-migrate settle` (`--defer-settle`)
+        self.defer_settle = False
         self._journal: Journal | None = None
         self._services: dict[str, Service] = {}
 
@@ -367,9 +383,35 @@ class Engine:
             self.journal.finish_run(run_id, type(exc).__name__, exc.message)
             raise
         finally:
-            service.control.restart_if_stopped()
+            active = service.control.restart_if_stopped()
         self.journal.finish_run(run_id, "done")
+        # the service's downtime ends before this: what may wait for a running service waits
+        if self.defer_settle or (service.control.unit is not None and not active):
+            report.settled = Settled("deferred")
+        else:
+            report.settled = self._settle(service)
         return report
+
+    def settle(self, requested: Sequence[str] | None) -> dict[str, Settled]:
+        """Do what earlier runs left for after the service runs (`nixos-migrate settle`)."""
+        names = self.names(requested)
+        with service_locks(self.manifest.state_dir, names, self.command):
+            for name in names:
+                if (flight := self.journal.in_flight(name)) is not None:
+                    refusal = dirty_refusal(name, flight)
+                    raise refusal.kind(refusal.message, hint=refusal.hint)
+            return {name: self._settle(self.service(name)) for name in names}
+
+    def _settle(self, service: Service) -> Settled:
+        """Call `settle`; a failure is reported, never restored (the steps are committed)."""
+        try:
+            with self.progress.task(f"{service.name}: settle"):
+                checks = call_hook(self.hooks(service.name), "settle", service=service) or []
+        except MigrateError as exc:
+            return Settled("failed", [Check("settle", False, exc.message)])
+        if not checks:
+            return Settled("nothing")
+        return Settled("failed" if _failed(checks) else "done", list(checks))
 
     def _init(self, plan: ServicePlan, hooks: PluginHooks) -> ServicePlan:
         service = plan.service

@@ -224,6 +224,33 @@ def verify(service: Service) -> list[Check]:
     """
 
 
+@hookspec(firstresult=True)
+def settle(service: Service) -> list[Check] | None:
+    """Finish earlier steps with work that need not keep the service down (optional hook).
+
+    PostgreSQL's planner statistics are the example: a new cluster serves correct answers without
+    them, and `vacuumdb --analyze-in-stages` is made for a server that already serves. A plugin
+    notes such work in its state directory during `up`/`down` and does it here.
+
+    Called by the core after a run that changed the data: at once when the service has no `unit`
+    (it is still stopped); after the core started the unit again and it is active; not at all
+    when something else starts the service (the NixOS module's migration unit runs before the
+    service's own) or with `--defer-settle` — then `nixos-migrate settle SVC` (the NixOS module's
+    settle unit, ordered after the service's unit) calls it. A failure here never restores a
+    backup: the steps are committed; it is reported, the work stays noted, and the next call
+    does it again.
+
+    Args:
+        service: the service context; `service.step` is `None`. The service may be running (work
+            through it, as a client) or stopped (work on the data directly): the plugin looks.
+
+    Returns: a list of `Check(name, ok, detail)`, one per piece of work done (a failed one keeps
+    it noted). `None` or an empty list: nothing was left to do.
+    May be re-run: yes; work done is no longer noted, and a call with nothing noted changes
+    nothing.
+    """
+
+
 #: The hooks of the API, in the order the core calls them. Used by the meta-tests and `plugins`.
 HOOK_NAMES = (
     "settings_model",
@@ -237,6 +264,7 @@ HOOK_NAMES = (
     "down",
     "restore",
     "verify",
+    "settle",
 )
 
 __all__ = ["HOOK_NAMES", "BackupInfo", "BackupRecord", "Check", "Step", "hookimpl", "hookspec"]

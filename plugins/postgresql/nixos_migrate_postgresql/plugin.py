@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -474,12 +475,13 @@ def up(service: Service, step: Step) -> bool:
     _carry_config(src, staging)
     with ThreadPoolExecutor(max_workers=1) as pool:
         # pg_upgrade ran with --no-sync where it has it: its writes reach the disk while the
-        # statistics are computed, and the cluster is committed only when both are done
+        # extensions are updated, and the cluster is committed only when both are done
         synced = pool.submit(_sync, service, staging) if _no_sync(step, method) else None
-        _refresh(service, step, staging, found)
+        _update_extensions(service, step, staging, found)
         if synced is not None:
             synced.result()
     _commit(service, step, src, dst, staging, method)
+    _note_statistics(service, step, dst)
     return True
 
 
@@ -494,13 +496,13 @@ def down(service: Service, step: Step) -> bool:
     _logical_into(service, step, src, staging)
     _carry_config(src, staging)
     _commit(service, step, src, dst, staging, "dump")
+    _note_statistics(service, step, dst)
     return True
 
 
 def _logical_into(service: Service, step: Step, src: Path, staging: Path) -> None:
-    """Copy the content of the cluster in `src` into the new cluster in `staging` through SQL, and
-    flush it to disk. Verify then compares it table by table with the fingerprint of `src` read
-    meanwhile."""
+    """Copy the content of the cluster in `src` into the new cluster in `staging` through SQL,
+    compare the copy with the source table by table, and flush it to disk."""
     s = _settings(service)
     sock = _socket(service)
     work = service.private_dir(service.state_dir / "dump")
@@ -587,34 +589,73 @@ def _retained_marker(service: Service) -> Path:
     return service.state_dir / "retained.json"
 
 
-def _refresh(service: Service, step: Step, cluster: Path, found: Inspection) -> None:
-    """Planner statistics (18 carries most of them) and extension updates, on a private server."""
+def _update_extensions(service: Service, step: Step, cluster: Path, found: Inspection) -> None:
+    """`ALTER EXTENSION … UPDATE` where the new major ships a newer version, on a private server:
+    before the commit, because the service's queries may need the new version."""
     s = _settings(service)
     prefix = prefix_of(s, step.to_version)
-    with running(service, prefix, cluster, _socket(service), s.port, found.superuser) as server:
-        conn = ["-h", str(server.socket_dir), "-p", str(server.port), "-U", found.superuser]
-        # --analyze-in-stages gives a server that already serves rough statistics early; this one
-        # serves nobody yet, so a single full pass is less work (0.3 s against 0.5 s, README)
-        stats = ["--analyze-only", "--missing-stats-only"] if int(step.to_version) >= 18 else ["--analyze-only"]
-        with service.progress.task("refresh planner statistics"):
-            service.run.run([prefix / "bin" / "vacuumdb", *conn, "--all", "-j", str(s.jobs), *stats])
-        with service.progress.task("update extensions"):
-            _update_extensions(server)
+    with (
+        running(service, prefix, cluster, _socket(service), s.port, found.superuser) as server,
+        service.progress.task("update extensions"),
+    ):
+        with server.connect("postgres") as conn:
+            dbs = [
+                str(n)
+                for (n,) in conn.execute("SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1").fetchall()
+            ]
+        for db in dbs:
+            with server.connect(db) as conn:
+                rows = conn.execute(
+                    "SELECT e.extname FROM pg_extension e JOIN pg_available_extensions a ON a.name = e.extname"
+                    " WHERE a.default_version IS DISTINCT FROM e.extversion"
+                ).fetchall()
+                for (name,) in rows:
+                    conn.execute(sql.SQL("ALTER EXTENSION {} UPDATE").format(sql.Identifier(str(name))))
 
 
-def _update_extensions(server: PrivateServer) -> None:
-    with server.connect("postgres") as conn:
-        dbs = [
-            str(n) for (n,) in conn.execute("SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1").fetchall()
-        ]
-    for db in dbs:
-        with server.connect(db) as conn:
-            rows = conn.execute(
-                "SELECT e.extname FROM pg_extension e JOIN pg_available_extensions a ON a.name = e.extname"
-                " WHERE a.default_version IS DISTINCT FROM e.extversion"
-            ).fetchall()
-            for (name,) in rows:
-                conn.execute(sql.SQL("ALTER EXTENSION {} UPDATE").format(sql.Identifier(str(name))))
+def _settle_file(service: Service) -> Path:
+    return service.state_dir / "settle.json"
+
+
+def _note_statistics(service: Service, step: Step, cluster: Path) -> None:
+    """Planner statistics are left for `settle`: neither pg_upgrade before 18 nor a dump carries
+    them, and the manual computes them on the running server (`--analyze-in-stages` gives it rough
+    statistics within seconds), so they need not lengthen the service's downtime."""
+    _settle_file(service).write_text(json.dumps({"statistics": {"major": step.to_version, "data_dir": str(cluster)}}))
+
+
+@hookimpl
+def settle(service: Service) -> list[Check] | None:
+    noted = _settle_file(service)
+    if not noted.exists():
+        return None
+    pending = json.loads(noted.read_text()).get("statistics") or {}
+    s = _settings(service)
+    cluster = current_dir(s)
+    if cluster is None or str(cluster) != pending.get("data_dir") or major_of(cluster) != pending.get("major"):
+        noted.unlink()  # noted for data that a restore or a later step has replaced
+        return None
+    major = str(pending["major"])
+    prefix = prefix_of(s, major)
+    vacuumdb = prefix / "bin" / "vacuumdb"
+    # 18 carries most statistics through pg_upgrade: only what is missing
+    missing = ["--missing-stats-only"] if int(major) >= 18 else []
+    started = time.monotonic()
+    with service.progress.task("refresh planner statistics"):
+        if running_pid(cluster) is None:
+            with running(service, prefix, cluster, _socket(service), s.port, s.superuser) as server:
+                conn = ["-h", str(server.socket_dir), "-p", str(server.port), "-U", server.find_superuser(s.superuser)]
+                # nobody is served meanwhile: one full pass is less work than the stages
+                service.run.run([vacuumdb, *conn, "--all", "-j", str(s.jobs), "--analyze-only", *missing])
+            how = "on the stopped cluster"
+        else:
+            conn = ["-h", str(s.service_socket_dir), "-p", str(s.service_port)]
+            conn += ["-U", s.superuser] if s.superuser else []
+            stages = ["--analyze-in-stages", *missing]
+            service.run.run([vacuumdb, *conn, "--all", "-j", str(s.jobs), *stages], env=_pg_env(service))
+            how = f"through the running server ({s.service_socket_dir}, port {s.service_port}), in stages"
+    noted.unlink()
+    return [Check("planner statistics", True, f"PostgreSQL {major}, {how}, {time.monotonic() - started:.1f} s")]
 
 
 @hookimpl

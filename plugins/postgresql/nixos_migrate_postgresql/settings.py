@@ -29,6 +29,9 @@ class PostgresSettings(BaseModel):
     password_file: a file holding the superuser's password, for clusters whose pg_hba.conf
         requires one on the local socket (pg_upgrade connects with it). Never put it in argv.
     superuser: the cluster's bootstrap superuser (default: found by asking the cluster).
+    service_socket_dir, service_port: where the service's own server listens once it runs again
+        (default /run/postgresql and 5432, NixOS's): `settle` computes the planner statistics
+        through it, as the service's user (peer authentication, or password_file).
     verify_depth: how much of the content the fingerprint before a step and the comparison after
         it read: full (every row of every table), sample (tables above 64 MiB by exact size and a
         repeatable sample of their blocks; only for pg_upgrade's methods, which carry the files
@@ -48,6 +51,8 @@ class PostgresSettings(BaseModel):
     password_file: AbsolutePath | None = None
     superuser: str | None = None
     verify_depth: Literal["auto", "full", "sample"] = "auto"
+    service_socket_dir: AbsolutePath = Path("/run/postgresql")
+    service_port: int = Field(default=5432, ge=1, le=65535)
 
     @field_validator("packages")
     @classmethod
