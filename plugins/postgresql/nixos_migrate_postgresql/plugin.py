@@ -477,7 +477,8 @@ def up(service: Service, step: Step) -> bool:
         # pg_upgrade ran with --no-sync where it has it: its writes reach the disk while the
         # extensions are updated, and the cluster is committed only when both are done
         synced = pool.submit(_sync, service, staging) if _no_sync(step, method) else None
-        _update_extensions(service, step, staging, found)
+        if _has_extensions(service):
+            _update_extensions(service, step, staging, found)
         if synced is not None:
             synced.result()
     _commit(service, step, src, dst, staging, method)
@@ -587,6 +588,16 @@ def _commit(service: Service, step: Step, src: Path, dst: Path, staging: Path, m
 
 def _retained_marker(service: Service) -> Path:
     return service.state_dir / "retained.json"
+
+
+def _has_extensions(service: Service) -> bool:
+    """Whether a database holds an extension other than plpgsql (1.0 on every major), by the
+    fingerprint of this step; without one, no server need start to look for updates."""
+    expected = _expected(service)
+    if expected is None:
+        return True
+    listed = [set(db["extensions"]) for db in expected.get("databases", {}).values() if "extensions" in db]
+    return not listed or any(names - {"plpgsql"} for names in listed)
 
 
 def _update_extensions(service: Service, step: Step, cluster: Path, found: Inspection) -> None:

@@ -12,6 +12,7 @@ HOPS = [
     ("16", "17", "copy-file-range", "split"),
     ("17", "18", "swap", "same"),
     ("13", "18", "auto", "split"),
+    ("11", "18", "copy", "split"),  # the oldest major the plugin takes, straight to the newest
 ]
 
 
@@ -89,3 +90,25 @@ def test_dump_method_reloads_every_row_frozen(cluster_factory, pg_service, pg_ro
     # without FREEZE none would be; COPY marks the pages it fills in one batch (not the few a
     # batch leaves partly filled)
     assert pages > 10 and all_frozen > 0.9 * pages
+
+
+def test_extensions_are_updated_to_the_new_majors_version(cluster_factory, pg_service, pg_root):
+    """amcheck is 1.3 on 16 and 1.4 on 17: after the upgrade the database has 17's version; a
+    cluster with no extension but plpgsql starts no server to look (its fingerprint says so)."""
+    cluster = cluster_factory("16", pg_root / "data")
+    cluster.start()
+    try:
+        cluster.psql("CREATE EXTENSION amcheck", "app")
+        before = cluster.psql("SELECT extversion FROM pg_extension WHERE extname = 'amcheck'", "app").strip()
+    finally:
+        cluster.stop()
+    svc = pg_service(pg_root / "data", ("16", "17"), method="copy")
+    result = svc.cli("17", "up")
+    assert result.code == 0, result.output
+    upgraded = type(cluster)("17", pg_root / "data", cluster.sock, cluster.user).start()
+    try:
+        after = upgraded.psql("SELECT extversion FROM pg_extension WHERE extname = 'amcheck'", "app").strip()
+        default = upgraded.psql("SELECT default_version FROM pg_available_extensions WHERE name = 'amcheck'").strip()
+    finally:
+        upgraded.stop()
+    assert (before, after) == ("1.3", default) and after != before
