@@ -481,8 +481,8 @@ def up(service: Service, step: Step) -> bool:
             _update_extensions(service, step, staging, found)
         if synced is not None:
             synced.result()
-    _commit(service, step, src, dst, staging, method)
     _note_statistics(service, step, dst)
+    _commit(service, step, src, dst, staging, method)
     return True
 
 
@@ -496,8 +496,8 @@ def down(service: Service, step: Step) -> bool:
     src, dst, staging, _found = _initdb_staging(service, step)
     _logical_into(service, step, src, staging)
     _carry_config(src, staging)
-    _commit(service, step, src, dst, staging, "dump")
     _note_statistics(service, step, dst)
+    _commit(service, step, src, dst, staging, "dump")
     return True
 
 
@@ -631,7 +631,9 @@ def _settle_file(service: Service) -> Path:
 def _note_statistics(service: Service, step: Step, cluster: Path) -> None:
     """Planner statistics are left for `settle`: neither pg_upgrade before 18 nor a dump carries
     them, and the manual computes them on the running server (`--analyze-in-stages` gives it rough
-    statistics within seconds), so they need not lengthen the service's downtime."""
+    statistics within seconds), so they need not lengthen the service's downtime. Noted before the
+    commit, for the cluster the commit puts at `cluster`: a crash in between cannot lose the note,
+    and `settle` drops a note whose cluster is not there (a failed step, restored)."""
     _settle_file(service).write_text(json.dumps({"statistics": {"major": step.to_version, "data_dir": str(cluster)}}))
 
 

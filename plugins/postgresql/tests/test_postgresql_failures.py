@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import time
@@ -105,6 +106,10 @@ def test_verify_mismatch_restores_the_old_cluster(cluster_factory, pg_service, p
     assert "sales.orders" in result.stderr  # the table whose rows went missing is named
     assert (pg_root / "data" / "PG_VERSION").read_text().strip() == "16"
     assert Cluster("16", pg_root / "data", cluster.sock, cluster.user).offline_content() == before
+    # the statistics the failed step noted for its 17 cluster are dropped, not run on the 16 one
+    assert svc.cli("17", "settle", "--json").json == {"db": {"state": "nothing", "checks": []}}
+    state = Path(json.loads(svc.manifest("17").read_text())["state_dir"]) / "services" / "db"
+    assert state.is_dir() and not (state / "settle.json").exists()
 
 
 def test_what_pg_upgrade_refuses_is_refused_by_plan_and_restored_by_up(cluster_factory, pg_service, pg_root):
