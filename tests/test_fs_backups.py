@@ -158,3 +158,107 @@ def test_rollback_after_a_kill_during_backup_deletes_the_snapshot(fs, tmp_path):
     assert "backups/app/step-1" not in listed.stdout
     assert tree_entries(data) == before
     assert run_cli(manifest, "up").code == 0
+
+
+# -- ZFS ----------------------------------------------------------------------------------------
+# No ZFS here: this kernel has no zfs module and Debian ships it only as DKMS sources. The stand-in
+# below is a `zfs` command on PATH that keeps what the real one keeps: datasets with mountpoints,
+# snapshots whose files appear under MOUNTPOINT/.zfs/snapshot/NAME (read-only there, which the
+# stand-in cannot enforce), `rollback` refused while later snapshots exist, as ZFS refuses it
+# without -r. nixos-migrate's code path is the real one: it only runs `zfs` argv and reads
+# `.zfs/snapshot`.
+FAKE_ZFS = r"""#!/bin/bash
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"; echo "$*" >> "$root/calls"  # its state beside it
+mnt_of() { awk -F'\t' -v d="$1" '$1 == d {print $2}' "$root/datasets"; }
+case "$1" in
+  list)
+    if [ "$3" = -t ]; then grep -qxF "$7" "$root/snapshots"; exit; fi
+    path=$(realpath "$5")
+    while IFS=$'\t' read -r name mnt; do
+      if [ "$path" = "$mnt" ] || [[ "$path" == "$mnt"/* ]]; then printf '%s\t%s\n' "$name" "$mnt"; exit 0; fi
+    done < "$root/datasets"
+    echo "cannot open '$5': not a ZFS filesystem" >&2; exit 1 ;;
+  snapshot)
+    ds="${2%@*}"; snap="${2#*@}"; mnt=$(mnt_of "$ds")
+    mkdir -p "$mnt/.zfs/snapshot/$snap"
+    (cd "$mnt" && find . -mindepth 1 -maxdepth 1 ! -name .zfs -exec cp -a {} "$mnt/.zfs/snapshot/$snap/" \;)
+    echo "$2" >> "$root/snapshots" ;;
+  rollback)
+    ds="${2%@*}"; snap="${2#*@}"; mnt=$(mnt_of "$ds")
+    if grep -A1000 -xF "$2" "$root/snapshots" | tail -n +2 | grep -q "^$ds@"; then
+      echo "refused rollback $2" >> "$root/calls"
+      echo "cannot rollback to '$2': more recent snapshots or bookmarks exist" >&2; exit 1
+    fi
+    find "$mnt" -mindepth 1 -maxdepth 1 ! -name .zfs -exec rm -rf {} +
+    cp -a "$mnt/.zfs/snapshot/$snap/." "$mnt/" ;;
+  destroy)
+    ds="${2%@*}"; snap="${2#*@}"; mnt=$(mnt_of "$ds")
+    grep -qxF "$2" "$root/snapshots" || { echo "could not find any snapshots to destroy" >&2; exit 1; }
+    rm -rf "$mnt/.zfs/snapshot/$snap"; grep -vxF "$2" "$root/snapshots" > "$root/s.new" || true
+    mv "$root/s.new" "$root/snapshots" ;;
+  *) echo "fake zfs: unsupported: $*" >&2; exit 2 ;;
+esac
+"""
+
+
+def _zfs(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+    """A dataset `tank/data` mounted at tmp/data (seeded), the stand-in on PATH; (data, root, env)."""
+    root = tmp_path / "zfs"
+    (root / "bin").mkdir(parents=True)
+    (root / "bin" / "zfs").write_text(FAKE_ZFS)
+    (root / "bin" / "zfs").chmod(0o755)
+    data = tmp_path / "data"
+    data.mkdir()
+    seed_tree(data)
+    (root / "datasets").write_text(f"tank/data\t{data.resolve()}\n")
+    (root / "snapshots").write_text("")
+    return data, root, {"PATH": f"{root / 'bin'}:{os.environ['PATH']}"}
+
+
+def _data_entries(data: Path) -> dict[str, str]:
+    """The data as a reader sees it: ZFS hides .zfs from directory listings."""
+    return {k: v for k, v in tree_entries(data).items() if not k.startswith(".zfs")}
+
+
+def test_zfs_dataset_gets_snapshots_restored_by_rollback_and_pruned(tmp_path):
+    data, root, env = _zfs(tmp_path)
+    ctl = tmp_path / "ctl"
+    ctl.mkdir()
+    manifest = _service(tmp_path, data, tmp_path / "backups", ctl)
+    plan = run_cli(manifest, "plan", "--json", env=env).json[0]
+    detail = next(c["detail"] for c in plan["checks"] if c["name"].startswith("backup of"))
+    assert "zfs-snapshot: the mountpoint of ZFS dataset tank/data" in detail
+    before = _data_entries(data)
+    (ctl / "fail").touch()  # the first step changes the data, then fails: rolled back
+    failed = run_cli(manifest, "up", env=env)
+    assert failed.code == 1, failed.output
+    assert _data_entries(data) == before
+    calls = (root / "calls").read_text().splitlines()
+    assert any(c.startswith("snapshot tank/data@nixos-migrate-") for c in calls)
+    assert any(c.startswith("rollback tank/data@nixos-migrate-") for c in calls)
+    (ctl / "fail").unlink()
+    assert run_cli(manifest, "up", env=env).code == 0
+    backups = run_cli(manifest, "backups", "--json", env=env).json
+    assert [b["kind"] for b in backups][-2:] == ["zfs-snapshot", "zfs-snapshot"]
+    assert run_cli(manifest, "backups", "prune", "app", "--keep", "0", env=env).code == 0
+    assert (root / "snapshots").read_text() == ""  # every snapshot destroyed with its backup
+
+
+def test_zfs_restore_of_an_older_backup_copies_from_the_snapshot_directory(tmp_path):
+    """Rolling back past later snapshots would destroy them (they are other backups): the older
+    backup is copied back from .zfs/snapshot instead, and the later snapshots stay."""
+    data, root, env = _zfs(tmp_path)
+    ctl = tmp_path / "ctl"
+    ctl.mkdir()
+    manifest = _service(tmp_path, data, tmp_path / "backups", ctl)
+    assert run_cli(manifest, "up", env=env).code == 0  # two steps, two snapshots
+    taken_at_v1 = run_cli(manifest, "backups", "--json", env=env).json[1]  # before V1 -> V2
+    snapshot = taken_at_v1["detail"]["slots"][0]["location"]
+    assert snapshot.startswith("tank/data@nixos-migrate-")
+    expected = _data_entries(data / ".zfs" / "snapshot" / snapshot.partition("@")[2])
+    restored = run_cli(manifest, "restore", "app", str(taken_at_v1["id"]), "--accept-data-loss", env=env)
+    assert restored.code == 0, restored.output
+    assert _data_entries(data) == expected and (data / "version").read_text() == "v1\n"
+    assert len((root / "snapshots").read_text().split()) == 3  # none destroyed; one more taken first
+    assert f"refused rollback {snapshot}" in (root / "calls").read_text().splitlines()

@@ -4,6 +4,10 @@ For every directory it takes the fastest backup that is still exact, and restore
 
 - `btrfs-snapshot` when the directory is a btrfs subvolume: a read-only snapshot, O(1); restored
   as a writable snapshot of it in place, O(1);
+- `zfs-snapshot` when the directory is the mountpoint of a ZFS dataset and `zfs` is installed:
+  `zfs snapshot`, O(1); restored with `zfs rollback`, O(1) — or, when later snapshots exist (a
+  rollback would have to destroy them, and they may be other backups), copied back from the
+  snapshot's `.zfs/snapshot/NAME` directory;
 - `reflink` when the filesystem clones files (btrfs, XFS with reflink=1): `cp -a
   --reflink=always`, no data copied; restored as a clone back;
 - `copy` anywhere else: `cp -a` (owners, modes, hard links, ACLs, xattrs); restored as a copy.
@@ -30,7 +34,7 @@ from nixos_migrate.model import BackupInfo, BackupRecord
 from nixos_migrate.progress import Progress
 from nixos_migrate.runner import CommandRunner
 
-SNAPSHOT, REFLINK, COPY, ABSENT = "btrfs-snapshot", "reflink", "copy", "absent"
+SNAPSHOT, ZFS, REFLINK, COPY, ABSENT = "btrfs-snapshot", "zfs-snapshot", "reflink", "copy", "absent"
 #: kept for readers of older journals: backups written before per-slot kinds were all copies
 KIND = COPY
 _BTRFS_SUBVOLUME_ROOT_INODE = 256
@@ -69,6 +73,19 @@ def is_btrfs_subvolume(path: Path) -> bool:
         return False
 
 
+def zfs_dataset(path: Path) -> str | None:
+    """The ZFS dataset mounted exactly at `path`, when `zfs` is installed (asked of `zfs list`)."""
+    if shutil.which("zfs") is None or not path.is_dir():
+        return None
+    result = subprocess.run(
+        ["zfs", "list", "-H", "-o", "name,mountpoint", str(path)], capture_output=True, text=True, check=False
+    )
+    name, _, mountpoint = result.stdout.strip().partition("\t")
+    if result.returncode != 0 or not name or os.path.realpath(mountpoint) != os.path.realpath(path):
+        return None
+    return name
+
+
 def reflink_supported(directory: Path) -> bool:
     """Whether files in `directory` can be cloned (btrfs, XFS with reflink=1): probed, not guessed."""
     probe = directory / f".nixos-migrate-reflink-probe-{os.getpid()}"
@@ -90,6 +107,8 @@ def choose(path: Path) -> Choice:
         return Choice(path, ABSENT, "does not exist: nothing to keep, removed on restore")
     if is_btrfs_subvolume(path):
         return Choice(path, SNAPSHOT, "a btrfs subvolume: read-only snapshot, O(1)")
+    if (dataset := zfs_dataset(path)) is not None:
+        return Choice(path, ZFS, f"the mountpoint of ZFS dataset {dataset}: snapshot, O(1)")
     probe_dir = path if path.is_dir() else path.parent
     if reflink_supported(probe_dir):
         return Choice(path, REFLINK, f"{_fs_type(probe_dir)} clones files: reflink copy, no data copied")
@@ -150,6 +169,8 @@ def backup_paths(paths: Sequence[Path], dest: Path, runner: CommandRunner, progr
             kind = choice.kind
             if kind == SNAPSHOT:
                 location = _snapshot(runner, path, candidates)
+            elif kind == ZFS:
+                location = _zfs_snapshot(runner, path, dest, index)
             elif kind == REFLINK:
                 location = _clone(runner, path, candidates)
             if location is None and kind != ABSENT:
@@ -160,7 +181,8 @@ def backup_paths(paths: Sequence[Path], dest: Path, runner: CommandRunner, progr
     # on disk before the step may change the originals: a copy's pages, and a snapshot's or clone's
     # metadata (btrfs can persist a later fsync of the original before the transaction holding
     # the clone); syncfs costs what is dirty on those filesystems, next to nothing after a clone
-    located = sorted({s["location"] for s in slots if s["location"]})
+    # (a ZFS snapshot is on disk when `zfs snapshot` returns: it waits for its transaction group)
+    located = sorted({s["location"] for s in slots if s["location"] and s["kind"] != ZFS})
     if located:
         runner.run(["sync", "--file-system", "--", *located], as_root=True)
     copies = [s for s in slots if s["kind"] == COPY]
@@ -172,6 +194,24 @@ def backup_paths(paths: Sequence[Path], dest: Path, runner: CommandRunner, progr
         _digest(copies) if copies else None,
         {"paths": [str(p) for p in paths], "slots": slots},
     )
+
+
+def _zfs_snapshot(runner: CommandRunner, path: Path, dest: Path, index: int) -> Path | None:
+    """`zfs snapshot` of the dataset at `path`; its name (dataset@snapshot) is the slot's location."""
+    dataset = zfs_dataset(path)
+    name = f"{dataset}@nixos-migrate-{dest.name}-{index}"
+    return Path(name) if dataset is not None and _try(runner, ["zfs", "snapshot", name]) else None
+
+
+def _zfs_restore(runner: CommandRunner, path: Path, snapshot: str) -> None:
+    if _try(runner, ["zfs", "rollback", snapshot]):
+        return
+    # later snapshots exist: `rollback -r` would destroy them, and they may be other backups
+    files = path / ".zfs" / "snapshot" / snapshot.partition("@")[2]
+    if not files.is_dir():
+        raise MigrateError(f"cannot roll {path} back to {snapshot}, and {files} is not readable")
+    _remove(path, runner)
+    runner.run(["cp", "-a", "--", f"{files}/.", str(path)], as_root=True)
 
 
 def _digest(copies: Sequence[Mapping[str, str]]) -> str:
@@ -204,11 +244,20 @@ def restore_paths(backup: BackupRecord, runner: CommandRunner, progress: Progres
             hint="restore from another backup (`nixos-migrate backups`)",
         )
     for slot in slots:
-        if slot["kind"] != ABSENT and not Path(slot["location"]).exists():
+        present = (
+            _try(runner, ["zfs", "list", "-H", "-t", "snapshot", "-o", "name", slot["location"]])
+            if slot["kind"] == ZFS
+            else Path(slot["location"]).exists()
+        )
+        if slot["kind"] != ABSENT and not present:
             raise MigrateError(f"backup {backup.id}: {slot['location']} is gone; it was not used")
     with progress.task(f"restore {len(slots)} path(s)", total=len(slots)) as task:
         for slot in slots:
             path, location = Path(slot["path"]), Path(slot["location"])
+            if slot["kind"] == ZFS:
+                _zfs_restore(runner, path, slot["location"])
+                task.advance()
+                continue
             _remove(path, runner)
             if slot["kind"] == SNAPSHOT:
                 runner.run(["btrfs", "subvolume", "snapshot", str(location), str(path)], as_root=True)
@@ -226,7 +275,9 @@ def remove_backup(backup: BackupRecord, runner: CommandRunner) -> None:
     """Delete what `backup` holds (`backups prune`): snapshots, clones beside the data, copies."""
     if owns(backup):
         for slot in _slots_of(backup):
-            if slot["kind"] != ABSENT:
+            if slot["kind"] == ZFS:
+                _try(runner, ["zfs", "destroy", slot["location"]])  # gone already: nothing to do
+            elif slot["kind"] != ABSENT:
                 _remove(Path(slot["location"]), runner)
     _remove(backup.path, runner)
 
@@ -246,8 +297,9 @@ def _remove(path: Path, runner: CommandRunner | None = None) -> None:
         if runner is not None and is_btrfs_subvolume(path):
             runner.run(["btrfs", "subvolume", "delete", str(path)], as_root=True)
             return
-        if os.path.ismount(path):
+        if os.path.ismount(path) or zfs_dataset(path) is not None:
             for child in path.iterdir():
-                _remove(child, runner)
+                if child.name != ".zfs":  # ZFS's own view of the snapshots, read-only
+                    _remove(child, runner)
             return
         shutil.rmtree(path)
