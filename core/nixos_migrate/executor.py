@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
@@ -54,7 +54,7 @@ class Settled:
     """What became of the work a run left for after the service runs (the `settle` hook): `done`,
     `failed`, `nothing` (nothing was noted), or `deferred` to `nixos-migrate settle`."""
 
-    state: str
+    state: Literal["done", "failed", "nothing", "deferred"]
     checks: list[Check] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
