@@ -66,6 +66,9 @@ in
           machine.wait_for_unit("postgresql.service")
           machine.succeed("test \"$(cat /var/lib/postgresql/17/PG_VERSION)\" = 17")
           assert machine.succeed("${psql rows}") == before
+          # the settle unit follows postgresql.service: planner statistics through the running server
+          machine.wait_until_succeeds("${psql "SELECT count(*) > 0 FROM pg_stats WHERE tablename = 't'"} | grep -qx t")
+          machine.succeed("journalctl -u nixos-migrate-postgresql-settle.service -o cat | grep -F 'planner statistics'")
 
       with subtest("down to 16 keeps rows written after the upgrade"):
           machine.succeed("${psql "INSERT INTO t VALUES (100001, 'after')"}")
