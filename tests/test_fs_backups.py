@@ -262,3 +262,19 @@ def test_zfs_restore_of_an_older_backup_copies_from_the_snapshot_directory(tmp_p
     assert _data_entries(data) == expected and (data / "version").read_text() == "v1\n"
     assert len((root / "snapshots").read_text().split()) == 3  # none destroyed; one more taken first
     assert f"refused rollback {snapshot}" in (root / "calls").read_text().splitlines()
+
+
+def test_zfs_rollback_after_a_kill_during_backup_destroys_the_snapshot(tmp_path):
+    data, root, env = _zfs(tmp_path)
+    ctl = tmp_path / "ctl"
+    ctl.mkdir()
+    manifest = _service(tmp_path, data, tmp_path / "backups", ctl)
+    before = _data_entries(data)
+    killed = run_cli(manifest, "up", env={**env, "NIXOS_MIGRATE_FAULT": "kill:backup"})
+    assert killed.code == -9
+    assert (root / "snapshots").read_text().strip().startswith("tank/data@nixos-migrate-step-1")  # unrecorded
+    rolled = run_cli(manifest, "up", "--rollback", env=env)
+    assert rolled.code == 0, rolled.output
+    assert (root / "snapshots").read_text() == ""
+    assert _data_entries(data) == before
+    assert run_cli(manifest, "up", env=env).code == 0

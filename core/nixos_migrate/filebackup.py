@@ -38,6 +38,7 @@ SNAPSHOT, ZFS, REFLINK, COPY, ABSENT = "btrfs-snapshot", "zfs-snapshot", "reflin
 #: kept for readers of older journals: backups written before per-slot kinds were all copies
 KIND = COPY
 _BTRFS_SUBVOLUME_ROOT_INODE = 256
+_ZFS_TAKEN = ".zfs-snapshots"
 
 
 @dataclass(frozen=True)
@@ -197,10 +198,16 @@ def backup_paths(paths: Sequence[Path], dest: Path, runner: CommandRunner, progr
 
 
 def _zfs_snapshot(runner: CommandRunner, path: Path, dest: Path, index: int) -> Path | None:
-    """`zfs snapshot` of the dataset at `path`; its name (dataset@snapshot) is the slot's location."""
+    """`zfs snapshot` of the dataset at `path`; its name (dataset@snapshot) is the slot's location.
+    The name is written into `dest` first: a backup killed before the journal records it lives
+    outside `dest`, and `discard` finds it there."""
     dataset = zfs_dataset(path)
+    if dataset is None:
+        return None
     name = f"{dataset}@nixos-migrate-{dest.name}-{index}"
-    return Path(name) if dataset is not None and _try(runner, ["zfs", "snapshot", name]) else None
+    with (dest / _ZFS_TAKEN).open("a") as taken:
+        taken.write(name + "\n")
+    return Path(name) if _try(runner, ["zfs", "snapshot", name]) else None
 
 
 def _zfs_restore(runner: CommandRunner, path: Path, snapshot: str) -> None:
@@ -283,7 +290,11 @@ def remove_backup(backup: BackupRecord, runner: CommandRunner) -> None:
 
 
 def discard(path: Path, runner: CommandRunner) -> None:
-    """Delete `path` whatever it holds, read-only btrfs snapshots included (partial backups)."""
+    """Delete `path` whatever it holds, read-only btrfs snapshots included, and the ZFS snapshots
+    it names (partial backups)."""
+    if (path / _ZFS_TAKEN).is_file():
+        for name in (path / _ZFS_TAKEN).read_text().split():
+            _try(runner, ["zfs", "destroy", name])  # never taken, or gone already: nothing to do
     if path.exists() or path.is_symlink():
         for child in list(path.iterdir()) if path.is_dir() and not is_btrfs_subvolume(path) else []:
             _remove(child, runner)
