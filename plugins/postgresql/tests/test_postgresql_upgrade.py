@@ -47,6 +47,9 @@ def test_upgrade_hop_keeps_every_row(cluster_factory, pg_service, pg_root, old, 
     verified = {c["name"]: c for c in step["checks"]}
     assert verified["content equals the fingerprint before the step"]["ok"], verified
     assert verified["amcheck of b-tree indexes"]["ok"], verified
+    # no unit starts the service: the statistics were computed at once (18: only the missing ones)
+    settled = result.json[0]["settle"]
+    assert settled["state"] == "done" and settled["checks"][0]["name"] == "planner statistics", settled
 
     assert (target / "PG_VERSION").read_text().strip() == new
     if layout == "split":
