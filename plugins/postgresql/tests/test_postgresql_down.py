@@ -43,6 +43,7 @@ def test_down_keeps_rows_written_after_the_upgrade(cluster_factory, pg_service, 
     [step] = result.json[0]["steps"]
     assert step["step"]["direction"] == "down"
     assert {c["name"]: c["ok"] for c in step["checks"]}["content equals the fingerprint before the step"]
+    assert result.json[0]["settle"]["state"] == "done"  # a dump carries no statistics: computed
 
     assert (source / "PG_VERSION").read_text().strip() == old
     if layout == "split":
@@ -51,6 +52,7 @@ def test_down_keeps_rows_written_after_the_upgrade(cluster_factory, pg_service, 
     try:
         assert downgraded.content() == written
         assert downgraded.psql("SELECT count(*) FROM sales.new_since", "app").strip() == "500"
+        assert int(downgraded.psql("SELECT count(*) FROM pg_stats WHERE tablename = 'orders'", "app")) > 0
         assert downgraded.psql("SELECT name FROM kunden WHERE stadt = 'München'", "legacy").strip() == "Jürgen"
     finally:
         downgraded.stop()
