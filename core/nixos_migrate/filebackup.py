@@ -46,6 +46,8 @@ class Choice:
     path: Path
     kind: str
     why: str
+    dataset: str | None = None
+    """The ZFS dataset mounted at `path`, for `zfs-snapshot`."""
 
 
 def _fs_type(path: Path) -> str:
@@ -109,7 +111,7 @@ def choose(path: Path) -> Choice:
     if is_btrfs_subvolume(path):
         return Choice(path, SNAPSHOT, "a btrfs subvolume: read-only snapshot, O(1)")
     if (dataset := zfs_dataset(path)) is not None:
-        return Choice(path, ZFS, f"the mountpoint of ZFS dataset {dataset}: snapshot, O(1)")
+        return Choice(path, ZFS, f"the mountpoint of ZFS dataset {dataset}: snapshot, O(1)", dataset)
     probe_dir = path if path.is_dir() else path.parent
     if reflink_supported(probe_dir):
         return Choice(path, REFLINK, f"{_fs_type(probe_dir)} clones files: reflink copy, no data copied")
@@ -170,8 +172,8 @@ def backup_paths(paths: Sequence[Path], dest: Path, runner: CommandRunner, progr
             kind = choice.kind
             if kind == SNAPSHOT:
                 location = _snapshot(runner, path, candidates)
-            elif kind == ZFS:
-                location = _zfs_snapshot(runner, path, dest, index)
+            elif choice.dataset is not None:
+                location = _zfs_snapshot(runner, choice.dataset, dest, index)
             elif kind == REFLINK:
                 location = _clone(runner, path, candidates)
             if location is None and kind != ABSENT:
@@ -197,13 +199,10 @@ def backup_paths(paths: Sequence[Path], dest: Path, runner: CommandRunner, progr
     )
 
 
-def _zfs_snapshot(runner: CommandRunner, path: Path, dest: Path, index: int) -> Path | None:
-    """`zfs snapshot` of the dataset at `path`; its name (dataset@snapshot) is the slot's location.
-    The name is written into `dest` first: a backup killed before the journal records it lives
-    outside `dest`, and `discard` finds it there."""
-    dataset = zfs_dataset(path)
-    if dataset is None:
-        return None
+def _zfs_snapshot(runner: CommandRunner, dataset: str, dest: Path, index: int) -> Path | None:
+    """`zfs snapshot` of `dataset`; its name (dataset@snapshot) is the slot's location. The name is
+    written into `dest` first: a backup killed before the journal records it lives outside `dest`,
+    and `discard` finds it there."""
     name = f"{dataset}@nixos-migrate-{dest.name}-{index}"
     with (dest / _ZFS_TAKEN).open("a") as taken:
         taken.write(name + "\n")
@@ -217,7 +216,7 @@ def _zfs_restore(runner: CommandRunner, path: Path, snapshot: str) -> None:
     files = path / ".zfs" / "snapshot" / snapshot.partition("@")[2]
     if not files.is_dir():
         raise MigrateError(f"cannot roll {path} back to {snapshot}, and {files} is not readable")
-    _remove(path, runner)
+    _empty(path, runner)
     runner.run(["cp", "-a", "--", f"{files}/.", str(path)], as_root=True)
 
 
@@ -308,9 +307,14 @@ def _remove(path: Path, runner: CommandRunner | None = None) -> None:
         if runner is not None and is_btrfs_subvolume(path):
             runner.run(["btrfs", "subvolume", "delete", str(path)], as_root=True)
             return
-        if os.path.ismount(path) or zfs_dataset(path) is not None:
-            for child in path.iterdir():
-                if child.name != ".zfs":  # ZFS's own view of the snapshots, read-only
-                    _remove(child, runner)
+        if os.path.ismount(path):
+            _empty(path, runner)
             return
         shutil.rmtree(path)
+
+
+def _empty(path: Path, runner: CommandRunner | None) -> None:
+    """Remove what the directory `path` holds (a mount point stays)."""
+    for child in path.iterdir():
+        if child.name != ".zfs":  # a ZFS dataset's own view of its snapshots, read-only
+            _remove(child, runner)

@@ -46,11 +46,11 @@ def private_dir(service: Service, socket_dir: Path | None) -> Path:
     return path
 
 
-#: settings of a server that loads a cluster nobody uses yet (a staging cluster): it is flushed
-#: with one syncfs after the server stops, and thrown away if anything fails before that, so the
-#: server need not fsync as it goes (a COPY into a table created in its transaction otherwise
-#: waits at commit for the table's fsync); index builds sort in memory
 def loading_settings() -> dict[str, str]:
+    """Settings of a server that loads a cluster nobody uses yet (a staging cluster): it is flushed
+    with one syncfs after the server stops, and thrown away if anything fails before that, so the
+    server need not fsync as it goes (a COPY into a table created in its transaction otherwise
+    waits at commit for the table's fsync); index builds sort in memory."""
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     maintenance_mb = max(64, min(2048, memory // 16 // 2**20))
     return {"fsync": "off", "full_page_writes": "off", "maintenance_work_mem": f"{maintenance_mb}MB"}
