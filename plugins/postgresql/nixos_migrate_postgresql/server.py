@@ -150,8 +150,7 @@ class PrivateServer:
             connect_timeout=30,
         )
         if self.nice:
-            with contextlib.suppress(OSError):  # only a wish: unprivileged, a foreign backend stays
-                os.setpriority(os.PRIO_PROCESS, conn.info.backend_pid, self.nice)
+            _lower_priority(conn.info.backend_pid, self.nice)
         return conn
 
     def in_background(self) -> PrivateServer:
@@ -205,3 +204,14 @@ def running(
         yield server.start()
     finally:
         server.stop()
+
+
+def _lower_priority(pid: int, nice: int) -> None:
+    """Give process `pid` the CPU priority `nice` against every other process. A backend is a
+    session leader (postgres calls setsid), and with autogroup scheduling every session is a group
+    that gets an equal share whatever the nice values inside it: the group's nice is set too.
+    Only a wish: unprivileged, a foreign backend keeps its priority."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/autogroup").write_text(str(nice))

@@ -6,6 +6,8 @@ pg_upgrade across majors."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 from nixos_migrate.executor import Engine
 from nixos_migrate.manifest import parse_manifest
@@ -135,3 +137,23 @@ def test_column_hashes_take_every_listed_type_and_see_swaps_and_nulls(cluster_fa
         with_null = table_hash(f"INSERT INTO every VALUES ({values}); UPDATE every SET tz = NULL")
         assert with_null != one and with_null[0] == "1"
         assert table_hash(f"INSERT INTO every VALUES ({values})") == one  # deterministic
+
+
+def test_background_connections_run_at_the_lowest_cpu_priority(cluster_factory, pg_service, pg_root):
+    """The source's fingerprint during a downgrade's copy must only take idle CPU. A backend is a
+    session leader, so under autogroup scheduling its nice value alone changes nothing against the
+    copy's backends: its group's nice must be lowered too."""
+    cluster = cluster_factory("17", pg_root / "data", sql=None)
+    svc = pg_service(pg_root / "data", ("17",))
+    autogroups = Path("/proc/self/autogroup").exists()
+    with (
+        _server(svc, "17", cluster.prefix, cluster.data) as server,
+        server.in_background().connect() as low,
+        server.connect() as normal,
+    ):
+        for conn, nice in ((low, 19), (normal, 0)):
+            pid = conn.info.backend_pid
+            assert os.getpriority(os.PRIO_PROCESS, pid) == nice
+            assert os.getsid(pid) == pid  # why the autogroup matters
+            if autogroups:
+                assert Path(f"/proc/{pid}/autogroup").read_text().split()[-1] == str(nice)
