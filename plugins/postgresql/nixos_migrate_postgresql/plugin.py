@@ -372,14 +372,20 @@ def backup_size(service: Service, step: Step) -> int | None:
 @hookimpl
 def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
     src = _source_dir(service, step)
-    # the empty target cluster does not depend on the fingerprint: initdb (a second or more of CPU)
-    # runs while the source is read. A logical step reads every row of the source anyway: its
-    # fingerprint is taken during the copy instead (`_logical_into`), into `fingerprint_file`
-    logical = _logical(step)
-    found, fp = _inspect_source(
-        service, step, src, fingerprint_too=not logical, alongside=lambda found: _prepare_staging(service, step, found)
-    )
-    found.save(_inspection_file(service))
+    fp = None
+    if _logical(step):
+        # a logical step reads every row of the source anyway: the server it starts for the copy
+        # inspects the source and takes its fingerprint meanwhile, into `fingerprint_file`
+        # (`_logical_into`); a server started here as well would cost more than it could overlap
+        _inspection_file(service).unlink(missing_ok=True)
+        _staging_marker(service).unlink(missing_ok=True)
+    else:
+        # the empty target cluster does not depend on the fingerprint: initdb (a second or more of
+        # CPU) runs while the source is read
+        found, fp = _inspect_source(
+            service, step, src, fingerprint_too=True, alongside=lambda found: _prepare_staging(service, step, found)
+        )
+        found.save(_inspection_file(service))
     _expected_file(service).write_text(json.dumps(fp))
     sidecar = dest / "fingerprint.json"
     sidecar.unlink(missing_ok=True)
@@ -433,13 +439,10 @@ def _prepare_staging(service: Service, step: Step, found: Inspection) -> None:
     marker.write_text(json.dumps(record))
 
 
-def _initdb_staging(service: Service, step: Step) -> tuple[Path, Path, Path, Inspection]:
-    """Source, target and a freshly initdb'ed staging directory for the step's target major: the
-    one `backup` prepared when it is there untouched (its marker is taken: a step that fails
-    after this point leaves no reusable staging behind), else a new one."""
-    src = _source_dir(service, step)
-    dst = _target_dir(service, step)
-    found = Inspection.load(_inspection_file(service)) or _inspect_source(service, step, src, fingerprint_too=False)[0]
+def _initdb_staging(service: Service, step: Step, found: Inspection) -> Path:
+    """A freshly initdb'ed staging directory for the step's target major, with the settings of the
+    source `found`: the one `backup` prepared when it is there untouched (its marker is taken: a
+    step that fails after this point leaves no reusable staging behind), else a new one."""
     staging, wanted = _staging(service, step, found)
     marker = _staging_marker(service)
     prepared = json.loads(marker.read_text()) if marker.exists() else None
@@ -447,8 +450,8 @@ def _initdb_staging(service: Service, step: Step) -> tuple[Path, Path, Path, Ins
     if prepared != wanted or not (staging / "PG_VERSION").is_file():
         with service.progress.task(f"initdb PostgreSQL {step.to_version}"):
             _initdb(service, staging, wanted)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    return src, dst, staging, found
+    _target_dir(service, step).parent.mkdir(parents=True, exist_ok=True)
+    return staging
 
 
 def _sync(service: Service, cluster: Path) -> None:
@@ -462,10 +465,14 @@ def _sync(service: Service, cluster: Path) -> None:
 @hookimpl
 def up(service: Service, step: Step) -> bool:
     method = str(step.data.get("method", "copy"))
-    src, dst, staging, found = _initdb_staging(service, step)
+    src, dst = _source_dir(service, step), _target_dir(service, step)
     if method == "dump":
-        _logical_into(service, step, src, staging)
+        staging, found = _logical_into(service, step, src)
     else:
+        saved = Inspection.load(_inspection_file(service))
+        # `backup` saves it; without one (a step run on its own), ask the source
+        found = saved or _inspect_source(service, step, src, fingerprint_too=False)[0]
+        staging = _initdb_staging(service, step, found)
         with service.progress.task(f"pg_upgrade --{method} {step.from_version} -> {step.to_version}"):
             service.run.run(
                 _pg_upgrade_argv(service, step, src, staging, found, method),
@@ -493,17 +500,18 @@ def _no_sync(step: Step, method: str) -> bool:
 
 @hookimpl
 def down(service: Service, step: Step) -> bool:
-    src, dst, staging, _found = _initdb_staging(service, step)
-    _logical_into(service, step, src, staging)
+    src, dst = _source_dir(service, step), _target_dir(service, step)
+    staging, _found = _logical_into(service, step, src)
     _carry_config(src, staging)
     _note_statistics(service, step, dst)
     _commit(service, step, src, dst, staging, "dump")
     return True
 
 
-def _logical_into(service: Service, step: Step, src: Path, staging: Path) -> None:
-    """Copy the content of the cluster in `src` into the new cluster in `staging` through SQL,
-    compare the copy with the source table by table, and flush it to disk."""
+def _logical_into(service: Service, step: Step, src: Path) -> tuple[Path, Inspection]:
+    """Copy the content of the cluster in `src` through SQL into a new staging cluster of the
+    target major, compare the copy with the source table by table, and flush it to disk: the
+    staging directory and what the source was found to be."""
     s = _settings(service)
     sock = _socket(service)
     work = service.private_dir(service.state_dir / "dump")
@@ -513,23 +521,38 @@ def _logical_into(service: Service, step: Step, src: Path, staging: Path) -> Non
     dump_bin = prefix_of(s, str(max(int(step.from_version or 0), int(step.to_version)))) / "bin"
     sidecar = Path(json.loads(_retained_marker(service).read_text())["fingerprint_file"])
     row_hash = _row_hash(step)
-    with (
-        running(service, src_prefix, src, sock, s.port, s.superuser) as old,
-        running(
-            service, dst_prefix, staging, sock, s.port + 1, old.find_superuser(s.superuser), loading_settings()
-        ) as new,
-        ThreadPoolExecutor(max_workers=1) as pool,
-    ):
-        # nobody writes the source (its service is stopped, this server is private): its
-        # fingerprint is read while the copy runs, on the CPU the copy leaves idle
-        reader = old.in_background()
-        before = pool.submit(fingerprint.take, reader, s.jobs, depth="full", row_hash=row_hash)
-        try:
-            logical.copy_cluster(service, old, dump_bin, new, dst_prefix / "bin", int(step.to_version), work)
-        finally:
-            # kept even when the copy failed: the restore that follows checks against it
-            expected = before.result()
-            sidecar.write_text(json.dumps(expected))
+    control = control_data(service.run, src_prefix, src)
+    with running(service, src_prefix, src, sock, s.port, s.superuser) as old:
+        found = inspect(old, control, s.superuser)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # nobody writes the source (its service is stopped, this server is private): its
+            # fingerprint is read while the new cluster is made and filled, on the CPU that leaves
+            # idle; kept even when the copy fails, for the restore that follows checks against it
+            before = pool.submit(_fingerprint_into, sidecar, old.in_background(), s.jobs, row_hash)
+            staging = _initdb_staging(service, step, found)
+            with running(service, dst_prefix, staging, sock, s.port + 1, found.superuser, loading_settings()) as new:
+                logical.copy_cluster(service, old, dump_bin, new, dst_prefix / "bin", int(step.to_version), work)
+                expected = before.result()
+                _compare_copy(service, staging, new, expected, row_hash)
+    with service.progress.task("flush the new cluster to disk"):
+        _sync(service, staging)  # what the server's shutdown wrote
+    return staging, found
+
+
+def _fingerprint_into(sidecar: Path, server: PrivateServer, jobs: int, row_hash: fingerprint.RowHash) -> Any:
+    """The full fingerprint of what `server` holds, also written to `sidecar`."""
+    taken = fingerprint.take(server, jobs, depth="full", row_hash=row_hash)
+    sidecar.write_text(json.dumps(taken))
+    return taken
+
+
+def _compare_copy(
+    service: Service, staging: Path, new: PrivateServer, expected: Any, row_hash: fingerprint.RowHash
+) -> None:
+    """Compare the copy that `new` serves from `staging` with the source's fingerprint `expected`,
+    while its writes reach the disk; record the sample that verify reads after the commit."""
+    s = _settings(service)
+    with ThreadPoolExecutor(max_workers=1) as pool:
         # the loading server does not fsync (loading_settings): the copy reaches the disk while it
         # is read back and compared
         flushed = pool.submit(_sync, service, staging)
@@ -547,8 +570,6 @@ def _logical_into(service: Service, step: Step, src: Path, staging: Path) -> Non
                 json.dumps(fingerprint.take(new, s.jobs, depth="sample", row_hash=row_hash))
             )
         flushed.result()
-    with service.progress.task("flush the new cluster to disk"):
-        _sync(service, staging)  # what the server's shutdown wrote
 
 
 def _carry_config(src: Path, new: Path) -> None:
