@@ -8,12 +8,19 @@ settings of newer servers are dropped on the way down.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+from psycopg import sql
 
 from nixos_migrate.context import Service
+from nixos_migrate.errors import MigrateError
 from nixos_migrate_postgresql.server import PrivateServer
 
 #: (first major that knows it, pattern of the line a dump writes for it)
@@ -163,6 +170,37 @@ def _with_end(source: Iterable[bytes]) -> Iterator[bytes]:
     yield b""
 
 
+#: what pg_dump sets in its session before it reads rows, so that a table copied on its own
+#: (`_copy_table`) has the text pg_dump would write, and is read back as pg_dump's script reads it
+_DUMP_SESSION = (
+    "SET datestyle = ISO",
+    "SET intervalstyle = postgres",
+    "SET extra_float_digits = 3",
+    "SET statement_timeout = 0",
+    "SET lock_timeout = 0",
+    "SET row_security = off",
+    "SET search_path = ''",
+)
+
+
+@dataclass(frozen=True)
+class _Endpoints:
+    """How to reach the two servers of a copy: the tools and their connection options."""
+
+    server: PrivateServer
+    dump_bin: Path
+    target_bin: Path
+    source: list[str | Path]
+    target: list[str | Path]
+
+    def psql(self, side: Literal["source", "target"], db: str) -> list[str | Path]:
+        binary, conn = (self.dump_bin, self.source) if side == "source" else (self.target_bin, self.target)
+        return [binary / "psql", *conn, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", _conninfo(db)]
+
+    def dump(self, db: str, *options: str) -> list[str | Path]:
+        return [self.dump_bin / "pg_dump", *self.source, "-d", _conninfo(db), "--no-sync", "-Fp", *options]
+
+
 def copy_cluster(
     service: Service,
     source: PrivateServer,
@@ -171,39 +209,137 @@ def copy_cluster(
     target_bin: Path,
     target_major: int,
     workdir: Path,
+    *,
+    jobs: int = 1,
+    direct_above: int | None = None,
 ) -> None:
     """Copy roles, databases and their content from `source` to the freshly initdb'ed `target`.
 
     Databases stream `pg_dump | DumpRewriter | psql` (no dump file); the globals, a few lines,
-    are rewritten the same way in a file.
+    are rewritten the same way in a file. Tables of at least `direct_above` bytes (None: none)
+    are copied each by its own `COPY TO | COPY FROM` between two psql, `jobs` at a time beside
+    the rest of the data: rows move between C programs only, and big tables load in parallel.
     """
     superuser = source.find_superuser()
-    conn = ["-h", str(source.socket_dir), "-p", str(source.port), "-U", superuser]
-    into = ["-h", str(target.socket_dir), "-p", str(target.port), "-U", superuser]
-    psql = [str(target_bin / "psql"), *into, "-X", "-q", "-v", "ON_ERROR_STOP=1"]
+    ends = _Endpoints(
+        source,
+        dump_bin,
+        target_bin,
+        ["-h", str(source.socket_dir), "-p", str(source.port), "-U", superuser],
+        ["-h", str(target.socket_dir), "-p", str(target.port), "-U", superuser],
+    )
     with source.connect("postgres") as c:
         databases = [
-            str(n)
-            for (n,) in c.execute(
-                "SELECT datname FROM pg_database WHERE datallowconn AND datname <> 'template0' ORDER BY 1"
+            (str(n), str(e))
+            for (n, e) in c.execute(
+                "SELECT datname, pg_encoding_to_char(encoding) FROM pg_database"
+                " WHERE datallowconn AND datname <> 'template0' ORDER BY 1"
             ).fetchall()
         ]
     restrict = psql_knows_restrict(service.run.run([target_bin / "psql", "--version"]).output)
     globals_sql = workdir / "globals.sql"
     with service.progress.task("copy roles and tablespaces"):
-        service.run.run([dump_bin / "pg_dumpall", *conn, "--globals-only", "-f", globals_sql])
+        service.run.run([dump_bin / "pg_dumpall", *ends.source, "--globals-only", "-f", globals_sql])
         _adapt_file(globals_sql, target_major, superuser, restrict)
-        service.run.run([*psql, "-d", "postgres", "-f", globals_sql])
+        service.run.run([*ends.psql("target", "postgres"), "-f", globals_sql])
     globals_sql.unlink()
-    # our target server runs wal_level = minimal
-    rewrite = DumpRewriter(target_major, superuser, wal_skip=True, restrict=restrict)
+
+    def rewrite() -> DumpRewriter:  # one per stream: it keeps the state of the stream it reads
+        # our target server runs wal_level = minimal
+        return DumpRewriter(target_major, superuser, wal_skip=True, restrict=restrict)
+
     with service.progress.task("copy databases", total=len(databases)) as task:
-        for db in databases:
-            create = db not in ("postgres", "template1")
-            dump: list[str | Path] = [dump_bin / "pg_dump", *conn, "-d", db, "--no-sync", "-Fp"]
-            dump += ["--create"] if create else []
-            service.run.pipeline([dump, rewrite, [*psql, "-d", "postgres" if create else db]])
+        for db, encoding in databases:
+            _copy_database(service, ends, db, encoding, rewrite, jobs, direct_above)
             task.advance()
+
+
+def _copy_database(
+    service: Service,
+    ends: _Endpoints,
+    db: str,
+    encoding: str,
+    rewrite: Callable[[], DumpRewriter],
+    jobs: int,
+    direct_above: int | None,
+) -> None:
+    create = ["--create"] if db not in ("postgres", "template1") else []
+    into = ends.psql("target", "postgres" if create else db)
+    big = _big_tables(ends, db, direct_above) if direct_above is not None else []
+    if not big:
+        service.run.pipeline([ends.dump(db, *create), rewrite(), into])
+        return
+    # the schema first, then the rows (the big tables on their own), then indexes, constraints
+    # and triggers, as pg_dump orders its sections
+    service.run.pipeline([ends.dump(db, "--section=pre-data", *create), rewrite(), into])
+    rest = [f"--exclude-table-data={_pattern(schema, name)}" for schema, name, _ in big]
+    streams: list[Callable[[], object]] = [
+        functools.partial(
+            service.run.pipeline, [ends.dump(db, "--section=data", *rest), rewrite(), ends.psql("target", db)]
+        )
+    ]
+    streams += [functools.partial(_copy_table, service, ends, db, encoding, *table) for table in big]
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for done in [pool.submit(stream) for stream in streams]:
+            done.result()
+    service.run.pipeline([ends.dump(db, "--section=post-data"), rewrite(), ends.psql("target", db)])
+
+
+def _big_tables(ends: _Endpoints, db: str, at_least: int) -> list[tuple[str, str, list[str]]]:
+    """The tables of `db` whose rows `copy_cluster` copies on their own, largest first: schema,
+    name and the columns pg_dump would copy. Partitions stay with pg_dump (it may load them
+    through their root), as do tables of extensions (their configuration rows are filtered) and
+    tables without columns."""
+    with ends.server.connect(db) as conn:
+        generated = sql.SQL(" AND a.attgenerated = ''" if conn.info.server_version >= 120000 else "")
+        query = sql.SQL(
+            "SELECT n.nspname, c.relname, array(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid"
+            " AND a.attnum > 0 AND NOT a.attisdropped{generated} ORDER BY a.attnum)"
+            " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.relkind = 'r' AND NOT c.relispartition"
+            " AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)'"
+            " AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass"
+            " AND d.objid = c.oid AND d.deptype = 'e')"
+            " AND pg_relation_size(c.oid) >= {at_least} ORDER BY pg_relation_size(c.oid) DESC, 1, 2"
+        ).format(generated=generated, at_least=sql.Literal(at_least))
+        rows = conn.execute(query).fetchall()
+    return [
+        (str(schema), str(name), [str(c) for c in columns])
+        for schema, name, columns in rows
+        if isinstance(columns, list) and columns
+    ]
+
+
+def _copy_table(
+    service: Service, ends: _Endpoints, db: str, encoding: str, schema: str, name: str, columns: list[str]
+) -> None:
+    """Copy the rows of one table as pg_dump's script would load them, without its text passing
+    through Python: into a TRUNCATEd table in the loading transaction (no WAL on the target's
+    wal_level = minimal) and FROZEN, like `DumpRewriter` makes of pg_dump's COPY blocks."""
+    if not re.fullmatch(r"[A-Z0-9_]+", encoding):
+        raise MigrateError(f"database {db} has an encoding named {encoding!r}, which no client encoding is")
+    table = f"{_ident(schema)}.{_ident(name)}"
+    listed = ", ".join(_ident(c) for c in columns)
+    session = [arg for setting in (*_DUMP_SESSION, f"SET client_encoding = '{encoding}'") for arg in ("-c", setting)]
+    read = [*ends.psql("source", db), *session, "-c", f"COPY {table} ({listed}) TO STDOUT"]
+    load = ["BEGIN", f"TRUNCATE ONLY {table}", f"COPY {table} ({listed}) FROM STDIN WITH (FREEZE)", "COMMIT"]
+    write = [*ends.psql("target", db), *session, *[arg for sql in load for arg in ("-c", sql)]]
+    service.run.pipeline([read, write])
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _pattern(schema: str, name: str) -> str:
+    """A pg_dump pattern that matches exactly this table (inside double quotes, wildcards and dots
+    are plain characters and a doubled quote is one)."""
+    return f"{_ident(schema)}.{_ident(name)}"
+
+
+def _conninfo(db: str) -> str:
+    """`db` as a connection string: a bare -d argument with "=" in it would be parsed as one."""
+    return "dbname='" + db.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _adapt_file(path: Path, target_major: int, superuser: str, restrict: bool) -> None:

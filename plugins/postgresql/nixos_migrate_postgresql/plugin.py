@@ -55,7 +55,10 @@ UP_TOOLS = {
     "old": ("postgres", "pg_controldata"),
     "new": ("initdb", "pg_upgrade", "postgres", "vacuumdb", "psql", "pg_dumpall", "pg_dump"),
 }
-DOWN_TOOLS = {"old": ("postgres", "pg_controldata", "pg_dump", "pg_dumpall"), "new": ("initdb", "postgres", "psql")}
+DOWN_TOOLS = {
+    "old": ("postgres", "pg_controldata", "pg_dump", "pg_dumpall", "psql"),
+    "new": ("initdb", "postgres", "psql"),
+}
 
 
 def _settings(service: Service) -> PostgresSettings:
@@ -531,7 +534,17 @@ def _logical_into(service: Service, step: Step, src: Path) -> tuple[Path, Inspec
             before = pool.submit(_fingerprint_into, sidecar, old.in_background(), s.jobs, row_hash)
             staging = _initdb_staging(service, step, found)
             with running(service, dst_prefix, staging, sock, s.port + 1, found.superuser, loading_settings()) as new:
-                logical.copy_cluster(service, old, dump_bin, new, dst_prefix / "bin", int(step.to_version), work)
+                logical.copy_cluster(
+                    service,
+                    old,
+                    dump_bin,
+                    new,
+                    dst_prefix / "bin",
+                    int(step.to_version),
+                    work,
+                    jobs=s.jobs,
+                    direct_above=s.direct_copy_above,
+                )
                 expected = before.result()
                 _compare_copy(service, staging, new, expected, row_hash)
     with service.progress.task("flush the new cluster to disk"):

@@ -21,7 +21,7 @@ class PostgresSettings(BaseModel):
     method: how pg_upgrade moves the files: auto (clone where the filesystem has reflinks, else
         copy-file-range from 17, else copy), link, copy, clone, copy-file-range (17+), swap (18+),
         or dump (pg_dumpall into the new cluster).
-    jobs: parallel jobs for pg_upgrade and vacuumdb.
+    jobs: parallel jobs for pg_upgrade, vacuumdb, the fingerprint and the tables of a logical copy.
     expected_databases: refuse when the cluster holds databases not in this list.
     socket_dir: private socket directory of the servers the plugin starts (default: the
         service's state directory); they never listen on TCP.
@@ -36,6 +36,9 @@ class PostgresSettings(BaseModel):
         it read: full (every row of every table), sample (tables above 64 MiB by exact size and a
         repeatable sample of their blocks; only for pg_upgrade's methods, which carry the files
         byte for byte), or auto (sample for pg_upgrade, full for dump and downgrades).
+    direct_copy_above: in a logical copy (dump, downgrades), tables of at least this many bytes
+        are each copied by their own COPY stream, `jobs` at a time, beside pg_dump's stream of the
+        rest (default 64 MiB; null: every table through pg_dump).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -53,6 +56,7 @@ class PostgresSettings(BaseModel):
     verify_depth: Literal["auto", "full", "sample"] = "auto"
     service_socket_dir: AbsolutePath = Path("/run/postgresql")
     service_port: int = Field(default=5432, ge=1, le=65535)
+    direct_copy_above: int | None = Field(default=64 << 20, ge=0)
 
     @field_validator("packages")
     @classmethod

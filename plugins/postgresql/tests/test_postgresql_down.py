@@ -146,3 +146,72 @@ sed -e '/^77777\\t/d' | {real}/bin/psql "$@"
     assert "restored from backup" in result.stderr
     assert (pg_root / "data" / "PG_VERSION").read_text().strip() == "17"
     assert Cluster("17", pg_root / "data", cluster.sock, cluster.user).offline_content() == before
+
+
+SHAPES = r"""
+\connect app
+CREATE TABLE sales."Odd""Name.x" (
+  id int GENERATED ALWAYS AS IDENTITY, k regclass, doubled int GENERATED ALWAYS AS (id * 2) STORED, note text
+);
+INSERT INTO sales."Odd""Name.x" (k, note) SELECT 'sales.orders'::regclass, 'ü ' || i FROM generate_series(1, 300) i;
+CREATE TABLE hr.measurements (at date NOT NULL, v int) PARTITION BY RANGE (at);
+CREATE TABLE hr.m2024 PARTITION OF hr.measurements FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE hr.m2025 PARTITION OF hr.measurements FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+INSERT INTO hr.measurements SELECT date '2024-01-01' + i, i FROM generate_series(0, 700) i;
+CREATE UNLOGGED TABLE hr.scratch AS SELECT i FROM generate_series(1, 1000) i;
+CREATE TABLE hr.base (id int, name text);
+CREATE TABLE hr.derived (extra text) INHERITS (hr.base);
+INSERT INTO hr.base VALUES (1, 'base row');
+INSERT INTO hr.derived VALUES (2, 'derived row', 'x');
+CREATE TABLE hr.nothing ();
+INSERT INTO hr.nothing SELECT FROM generate_series(1, 5);
+CREATE DATABASE "o'dd";
+\connect "o'dd"
+CREATE TABLE t (v text);
+INSERT INTO t VALUES ('in a database whose name needs quoting');
+"""
+
+
+def test_down_copies_tables_on_their_own_streams_as_pg_dump_would(cluster_factory, pg_service, pg_root):
+    """With direct_copy_above = 0 every table pg_dump would copy itself is copied by its own
+    `COPY TO | COPY FROM (FREEZE)` stream, two at a time, beside pg_dump's stream of the rest:
+    generated and identity columns, regclass values, inheritance, unlogged and column-less tables
+    and a database whose name needs quoting come out as they went in; partitions stay with pg_dump."""
+    cluster = cluster_factory("17", pg_root / "data")
+    svc = pg_service(pg_root / "data", ("17", "18"), jobs=2, direct_copy_above=0)
+    assert svc.cli("18", "up").code == 0
+    upgraded = Cluster("18", pg_root / "data", cluster.sock, cluster.user).start()
+    try:
+        upgraded.psql(WRITES_AFTER_UPGRADE + SHAPES)
+        written = upgraded.content()
+    finally:
+        upgraded.stop()
+    real = provision.postgresql("17")
+    calls = pg_root / "psql-calls"
+    logging = f"""printf '%s\\n' "$*" >> {calls}
+exec {real}/bin/psql "$@"
+"""
+    svc.settings["packages"]["17"] = str(prefix_with(real, pg_root / "logged-17", "psql", logging))
+    provision.chown_tree(pg_root / "logged-17", cluster.user)
+
+    result = svc.cli("18", "down", "db", "--to", "17")
+    assert result.code == 0, result.output
+    loads = [line for line in calls.read_text().splitlines() if "FROM STDIN WITH (FREEZE)" in line]
+    copied = {line.split("TRUNCATE ONLY ")[1].split(" -c ")[0] for line in loads}
+    assert {'"sales"."orders"', '"sales"."Odd""Name.x"', '"hr"."scratch"', '"hr"."base"', '"hr"."derived"'} <= copied
+    assert not {t for t in copied if "m202" in t or "measurements" in t or "nothing" in t}
+    assert 'COPY "sales"."Odd""Name.x" ("id", "k", "note") FROM STDIN' in "\n".join(loads)  # not the generated one
+
+    downgraded = Cluster("17", pg_root / "data", cluster.sock, cluster.user).start()
+    try:
+        assert downgraded.content() == written
+        odd = 'sales."Odd""Name.x"'
+        kept = downgraded.psql(f"SELECT count(*), min(k::text), bool_and(doubled = id * 2) FROM {odd}", "app")
+        assert kept.strip() == "300|sales.orders|t"
+        assert downgraded.psql(f"INSERT INTO {odd} (note) VALUES ('next') RETURNING id", "app").strip() == "301"
+        assert downgraded.psql("SELECT count(*) FROM ONLY hr.base", "app").strip() == "1"
+        assert downgraded.psql("SELECT count(*) FROM hr.m2025", "app").strip() == "335"
+        assert downgraded.psql("SELECT count(*) FROM hr.nothing", "app").strip() == "5"
+        assert downgraded.psql("SELECT v FROM t", "o'dd").strip() == "in a database whose name needs quoting"
+    finally:
+        downgraded.stop()
