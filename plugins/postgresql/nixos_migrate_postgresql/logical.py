@@ -179,6 +179,7 @@ _DUMP_SESSION = (
     "SET statement_timeout = 0",
     "SET lock_timeout = 0",
     "SET row_security = off",
+    "SET synchronize_seqscans = off",
     "SET search_path = ''",
 )
 
@@ -272,7 +273,7 @@ def _copy_database(
     # the schema first, then the rows (the big tables on their own), then indexes, constraints
     # and triggers, as pg_dump orders its sections
     service.run.pipeline([ends.dump(db, "--section=pre-data", *create), rewrite(), into])
-    rest = [f"--exclude-table-data={_pattern(schema, name)}" for schema, name, _ in big]
+    rest = [f"--exclude-table-data={_qualified(schema, name)}" for schema, name, _ in big]
     streams: list[Callable[[], object]] = [
         functools.partial(
             service.run.pipeline, [ends.dump(db, "--section=data", *rest), rewrite(), ends.psql("target", db)]
@@ -318,12 +319,12 @@ def _copy_table(
     wal_level = minimal) and FROZEN, like `DumpRewriter` makes of pg_dump's COPY blocks."""
     if not re.fullmatch(r"[A-Z0-9_]+", encoding):
         raise MigrateError(f"database {db} has an encoding named {encoding!r}, which no client encoding is")
-    table = f"{_ident(schema)}.{_ident(name)}"
+    table = _qualified(schema, name)
     listed = ", ".join(_ident(c) for c in columns)
     session = [arg for setting in (*_DUMP_SESSION, f"SET client_encoding = '{encoding}'") for arg in ("-c", setting)]
     read = [*ends.psql("source", db), *session, "-c", f"COPY {table} ({listed}) TO STDOUT"]
     load = ["BEGIN", f"TRUNCATE ONLY {table}", f"COPY {table} ({listed}) FROM STDIN WITH (FREEZE)", "COMMIT"]
-    write = [*ends.psql("target", db), *session, *[arg for sql in load for arg in ("-c", sql)]]
+    write = [*ends.psql("target", db), *session, *[arg for statement in load for arg in ("-c", statement)]]
     service.run.pipeline([read, write])
 
 
@@ -331,9 +332,9 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _pattern(schema: str, name: str) -> str:
-    """A pg_dump pattern that matches exactly this table (inside double quotes, wildcards and dots
-    are plain characters and a doubled quote is one)."""
+def _qualified(schema: str, name: str) -> str:
+    """The table's name in SQL, which is also a pg_dump pattern that matches exactly this table
+    (inside double quotes, wildcards and dots are plain characters and a doubled quote is one)."""
     return f"{_ident(schema)}.{_ident(name)}"
 
 
