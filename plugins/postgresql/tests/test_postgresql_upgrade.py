@@ -61,14 +61,16 @@ def test_upgrade_hop_keeps_every_row(cluster_factory, pg_service, pg_root, old, 
     assert svc.cli(new, "verify").code == 0
 
 
-def test_dump_method_reloads_every_row_frozen(cluster_factory, pg_service, pg_root):
-    """method = dump: pg_dump of the newer major through the rewriter into a fresh cluster; every
-    row arrives (content equal), each table was loaded in one WAL-skipping COPY FREEZE (its pages
-    all-frozen in the visibility map, so no later vacuum rewrites them)."""
+@pytest.mark.parametrize("direct_above", [None, 0], ids=["through-pg_dump", "tables-on-their-own"])
+def test_dump_method_reloads_every_row_frozen(cluster_factory, pg_service, pg_root, direct_above):
+    """method = dump: pg_dump of the newer major through the rewriter into a fresh cluster (or,
+    with direct_copy_above = 0, every table by its own COPY stream beside it); every row arrives
+    (content equal), each table was loaded in one WAL-skipping COPY FREEZE (its pages all-frozen
+    in the visibility map, so no later vacuum rewrites them)."""
     source, target = _dirs(pg_root, "14", "17", "split")
     cluster = cluster_factory("14", source)
     before = cluster.offline_content()
-    svc = pg_service(target, ("14", "17"), method="dump", old_data_dir=str(source))
+    svc = pg_service(target, ("14", "17"), method="dump", old_data_dir=str(source), direct_copy_above=direct_above)
     plan = svc.cli("17", "plan", "--json")
     assert plan.code == 0, plan.output
     assert plan.json[0]["steps"][0]["description"] == "dump and reload"
