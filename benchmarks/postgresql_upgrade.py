@@ -1,6 +1,7 @@
 """Benchmark: nixos-migrate's PostgreSQL upgrade against what operators run instead.
 
     sudo .venv/bin/python benchmarks/postgresql_upgrade.py [--scale 70] [--old 14] [--new 16]
+        [--tables 1] [--down-only] [--skip-debian] [--repeat 3]
 
 One run on one ~1 GB cluster (`pgbench -i -s 70`), data in the page cache, each contender on a
 fresh copy of the same cluster:
@@ -16,6 +17,10 @@ fresh copy of the same cluster:
   apart together with the server's start, like the manual's `vacuumdb --analyze-in-stages`;
 - nixos-migrate `down` (logical, verified table by table) against `pg_dumpall | psql` back into
   the older major (statistics left to `settle` as well; `pg_dumpall | psql` computes none).
+
+`--tables N` adds N - 1 copies of pgbench_accounts (rows and primary key) to the cluster: several
+big tables, which a logical copy loads in parallel. `--down-only` runs only what the downgrade
+needs (nixos-migrate `up` with copy, then both downgrades).
 
 pg_upgradecluster looks for binaries in /usr/lib/postgresql/<major>/bin only: for the run, that
 directory is a symlink to the downloaded build when it does not exist, removed afterwards. Its
@@ -117,6 +122,8 @@ def main() -> int:
     parser.add_argument("--new", default="16")
     parser.add_argument("--skip-debian", action="store_true", help="leave out pg_upgradecluster")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of every contender; the median is reported")
+    parser.add_argument("--tables", type=int, default=1, help="big tables: pgbench_accounts and N - 1 copies of it")
+    parser.add_argument("--down-only", action="store_true", help="only nixos-migrate up (copy) and the downgrades")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root: servers run as an unprivileged user created for them", file=sys.stderr)
@@ -128,7 +135,8 @@ def main() -> int:
     results: dict[str, list[float]] = {}
     try:
         # the pristine cluster takes minutes to build: kept between runs
-        cached = Path("/var/tmp") / f"nixos-migrate-bench-pg{args.old}-scale{args.scale}-{b.su}"
+        tables = f"-tables{args.tables}" if args.tables > 1 else ""
+        cached = Path("/var/tmp") / f"nixos-migrate-bench-pg{args.old}-scale{args.scale}{tables}-{b.su}"
         pristine = cached / "data"
         if not (cached / ".complete").exists():
             shutil.rmtree(cached, ignore_errors=True)
@@ -148,12 +156,23 @@ def main() -> int:
         shutil.rmtree(b.sock, ignore_errors=True)
 
 
+#: pgbench_accounts_2 .. _N: the same rows and primary key, N from the setting bench.tables
+COPIES_OF_ACCOUNTS = """DO $$ BEGIN
+  FOR k IN 2..current_setting('bench.tables')::int LOOP
+    EXECUTE format('CREATE TABLE %I (LIKE pgbench_accounts INCLUDING ALL)', 'pgbench_accounts_' || k);
+    EXECUTE format('INSERT INTO %I SELECT * FROM pgbench_accounts', 'pgbench_accounts_' || k);
+  END LOOP;
+END $$"""
+
+
 def create_pristine(b: Bench, args: argparse.Namespace, pristine: Path) -> None:
     print(f"creating PostgreSQL {args.old} cluster, pgbench scale {args.scale} ...", flush=True)
     b.initdb(args.old, pristine)
     with b.server(args.old, pristine) as port:
         conn: list[str | Path] = ["-h", b.sock, "-p", str(port), "-U", b.su]
         b.run([b.bin(args.old, "pgbench"), "-i", "-q", "-s", str(args.scale), *conn, "postgres"])
+        psql = [b.bin(args.old, "psql"), *conn, "-d", "postgres", "-v", "ON_ERROR_STOP=1"]
+        b.run([*psql, "-c", f"SET bench.tables = {args.tables}", "-c", COPIES_OF_ACCOUNTS])
         b.run([b.bin(args.old, "psql"), *conn, "-d", "postgres", "-c", "CHECKPOINT"])
 
 
@@ -162,6 +181,30 @@ def run_contenders(b: Bench, args: argparse.Namespace, pristine: Path, results: 
         results.setdefault(name, []).append(seconds)
         print(f"  {name}: {seconds:.1f} s", flush=True)
 
+    if not args.down_only:
+        run_upgrades(b, args, pristine, note)
+    for method in ("copy",) if args.down_only else ("copy", "link"):
+        base = b.fresh(f"nm-{method}")
+        old = base / "pgdata" / args.old
+        old.parent.mkdir()
+        os.chown(old.parent, b.user.pw_uid, b.user.pw_gid)
+        b.copy(pristine, old)
+        manifest = nm_manifest(b, base, old, base / "pgdata" / args.new, method)
+        downtime, settle = nm_up_then_settle(b, manifest, base / "pgdata" / args.new)
+        note(f"nixos-migrate up, method {method} (end to end)", downtime)
+        note(f"  then, serving: server start + nixos-migrate settle (method {method})", settle)
+        if method == "copy":
+            newer = b.fresh("dumpall-down") / "newer"
+            b.copy(base / "pgdata" / args.new, newer)
+            down = timed(nm, manifest, "down", "bench", "--to", args.old, "--defer-settle")
+            note("nixos-migrate down (logical, verified)", down)
+            bare = timed(dump_restore, b, args.new, newer, args.old, newer.parent / "older")
+            note("pg_dumpall | psql (down)", bare)
+            print(f"  this round, down: nixos-migrate / pg_dumpall | psql = {down / bare:.2f}x", flush=True)
+
+
+def run_upgrades(b: Bench, args: argparse.Namespace, pristine: Path, note: Callable[[str, float], None]) -> None:
+    """The contenders that only upgrade."""
     for method in ("copy", "link"):
         old = b.fresh(f"bare-{method}") / "old"
         b.copy(pristine, old)
@@ -182,23 +225,6 @@ def run_contenders(b: Bench, args: argparse.Namespace, pristine: Path, results: 
             seconds = debian_upgradecluster(b, pristine, mode)
             if seconds is not None:
                 note(f"pg_upgradecluster -m {mode}", seconds)
-
-    for method in ("copy", "link"):
-        base = b.fresh(f"nm-{method}")
-        old = base / "pgdata" / args.old
-        old.parent.mkdir()
-        os.chown(old.parent, b.user.pw_uid, b.user.pw_gid)
-        b.copy(pristine, old)
-        manifest = nm_manifest(b, base, old, base / "pgdata" / args.new, method)
-        downtime, settle = nm_up_then_settle(b, manifest, base / "pgdata" / args.new)
-        note(f"nixos-migrate up, method {method} (end to end)", downtime)
-        note(f"  then, serving: server start + nixos-migrate settle (method {method})", settle)
-        if method == "copy":
-            newer = b.fresh("dumpall-down") / "newer"
-            b.copy(base / "pgdata" / args.new, newer)
-            down = timed(nm, manifest, "down", "bench", "--to", args.old, "--defer-settle")
-            note("nixos-migrate down (logical, verified)", down)
-            note("pg_dumpall | psql (down)", timed(dump_restore, b, args.new, newer, args.old, newer.parent / "older"))
 
 
 def bare_pg_upgrade(b: Bench, old: Path, new: Path, method: str) -> None:
@@ -386,7 +412,8 @@ def report(runs: dict[str, list[float]], size: int, args: argparse.Namespace) ->
     debian = results.get("pg_upgradecluster -m upgrade")
     dumpall_down = results.get("pg_dumpall | psql (down)")
     print(
-        f"\nPostgreSQL {args.old} -> {args.new}, pgbench scale {args.scale}, {size / 2**30:.2f} GiB, "
+        f"\nPostgreSQL {args.old} -> {args.new}, pgbench scale {args.scale}, {args.tables} big table(s),"
+        f" {size / 2**30:.2f} GiB, "
         f"{os.cpu_count()} cores, median of {args.repeat} round(s)\n"
     )
     print("| contender | seconds (median) | range | vs pg_upgrade --copy | vs pg_upgradecluster -m upgrade |")

@@ -560,8 +560,10 @@ def _flushing(service: Service, cluster: Path, every: float = 2.0) -> Iterator[N
     """Flush the filesystem of `cluster` every `every` seconds while the block runs. The loading
     server does not fsync (loading_settings) and the kernel starts writing its pages back only past
     its own thresholds (10% of RAM): without this, all of a copy is written at the end, competing
-    with the comparison for CPU (0.9-1.1 s of 1.3-1.5 s at 1.3 GiB). Only a head start: a failed
-    flush here is left to the final one, which must succeed."""
+    with the comparison (0.9-1.1 s of 1.3-1.5 s at 1.3 GiB). A load is bound by one backend's CPU,
+    so the disk is free meanwhile; pg_upgrade's copy is bound by the disk, and flushing during it
+    only moved the time (measured). Only a head start: a failed flush here is left to the final
+    one, which must succeed."""
     stop = threading.Event()
 
     def flush() -> None:
