@@ -124,6 +124,12 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="rounds of every contender; the median is reported")
     parser.add_argument("--tables", type=int, default=1, help="big tables: pgbench_accounts and N - 1 copies of it")
     parser.add_argument("--down-only", action="store_true", help="only nixos-migrate up (copy) and the downgrades")
+    parser.add_argument(
+        "--direct-copy-above",
+        type=lambda v: None if v == "null" else int(v),
+        default=64 << 20,
+        help="the plugin's direct_copy_above for nixos-migrate down (bytes, or null: every table through pg_dump)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root: servers run as an unprivileged user created for them", file=sys.stderr)
@@ -189,7 +195,7 @@ def run_contenders(b: Bench, args: argparse.Namespace, pristine: Path, results: 
         old.parent.mkdir()
         os.chown(old.parent, b.user.pw_uid, b.user.pw_gid)
         b.copy(pristine, old)
-        manifest = nm_manifest(b, base, old, base / "pgdata" / args.new, method)
+        manifest = nm_manifest(b, base, old, base / "pgdata" / args.new, method, args.direct_copy_above)
         downtime, settle = nm_up_then_settle(b, manifest, base / "pgdata" / args.new)
         note(f"nixos-migrate up, method {method} (end to end)", downtime)
         note(f"  then, serving: server start + nixos-migrate settle (method {method})", settle)
@@ -285,7 +291,7 @@ def dump_restore(b: Bench, src_major: str, src: Path, dst_major: str, dst: Path)
             raise RuntimeError("pg_dumpall failed")
 
 
-def nm_manifest(b: Bench, base: Path, old: Path, new: Path, method: str) -> Path:
+def nm_manifest(b: Bench, base: Path, old: Path, new: Path, method: str, direct_above: int | None = 64 << 20) -> Path:
     manifest = base / "manifest.json"
     sock = b.sock / base.name  # removed with b.sock at the end
     sock.mkdir(exist_ok=True)  # a later round reuses it
@@ -306,6 +312,7 @@ def nm_manifest(b: Bench, base: Path, old: Path, new: Path, method: str) -> Path
                             "jobs": os.cpu_count() or 2,
                             "packages": {k: str(v) for k, v in b.prefix.items()},
                             "socket_dir": str(sock),
+                            "direct_copy_above": direct_above,
                         },
                     }
                 },
