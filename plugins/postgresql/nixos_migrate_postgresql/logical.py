@@ -1,9 +1,10 @@
 """Copying a cluster's content through SQL: the `dump` upgrade method and every downgrade.
 
-The dump is always written by the pg_dump/pg_dumpall of the *source* server's major (an older
-pg_dump refuses a newer server) and loaded by the target's psql with ON_ERROR_STOP, so anything
-the older server cannot take fails the step instead of being skipped. Statements known to be only
-settings of newer servers are dropped on the way down.
+The dump is always written by the newer pg_dump/pg_dumpall of the two majors (an older pg_dump
+refuses a newer server) and loaded by the target's psql with ON_ERROR_STOP, so anything the older
+server cannot take fails the step instead of being skipped. Statements known to be only settings
+of newer servers are dropped on the way down. Big tables leave pg_dump's stream: each is copied
+by its own `psql COPY TO | psql COPY FROM` with pg_dump's session settings (`_copy_table`).
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ def _adapt_line(line: str, target_major: int, superuser: str, restrict: bool = T
 
 
 def _quote(name: str) -> str:
-    return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else '"' + name.replace('"', '""') + '"'
+    """`name` quoted only where it needs to be, as pg_dump writes it."""
+    return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else _ident(name)
 
 
 class DumpRewriter:
