@@ -70,6 +70,9 @@ class Control:
     state: str
     checksums: bool
     wal_segment_bytes: int
+    identity: str = ""
+    """System identifier, last checkpoint and when pg_control was last written: a cluster that
+    has not run since shows the same."""
 
     @property
     def shut_down(self) -> bool:
@@ -84,6 +87,10 @@ def control_data(runner: CommandRunner, prefix: Path, data_dir: Path) -> Control
             state=fields["Database cluster state"],
             checksums=fields.get("Data page checksum version", "0") != "0",
             wal_segment_bytes=int(fields.get("Bytes per WAL segment", str(16 << 20))),
+            identity=" / ".join(
+                fields.get(k, "?")
+                for k in ("Database system identifier", "Latest checkpoint location", "pg_control last modified")
+            ),
         )
     except KeyError as exc:
         raise MigrateError(f"pg_controldata of {data_dir} has no {exc}; is it a cluster?") from None

@@ -378,6 +378,7 @@ def backup_size(service: Service, step: Step) -> int | None:
 def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
     src = _source_dir(service, step)
     fp = None
+    _verified_file(service).unlink(missing_ok=True)  # of an earlier step
     if _logical(step):
         # a logical step reads every row of the source anyway: the server it starts for the copy
         # inspects the source and takes its fingerprint meanwhile, into `fingerprint_file`
@@ -472,7 +473,8 @@ def up(service: Service, step: Step) -> bool:
     method = str(step.data.get("method", "copy"))
     src, dst = _source_dir(service, step), _target_dir(service, step)
     if method == "dump":
-        staging, found = _logical_into(service, step, src)
+        # a dump creates every extension at the new major's default version: nothing to update
+        staging, _found = _logical_into(service, step, src)
     else:
         saved = Inspection.load(_inspection_file(service))
         # `backup` saves it; without one (a step run on its own), ask the source
@@ -484,15 +486,14 @@ def up(service: Service, step: Step) -> bool:
                 cwd=service.private_dir(service.state_dir / "pg_upgrade"),
                 env=_pg_env(service),
             )
-    _carry_config(src, staging)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        # pg_upgrade ran with --no-sync where it has it: its writes reach the disk while the
-        # extensions are updated, and the cluster is committed only when both are done
-        synced = pool.submit(_sync, service, staging) if _no_sync(step, method) else None
-        if _has_extensions(service):
-            _update_extensions(service, step, staging, found)
-        if synced is not None:
-            synced.result()
+        _carry_config(src, staging)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # pg_upgrade ran with --no-sync where it has it: its writes reach the disk while the new
+            # cluster is checked, and it is committed only when both are done
+            synced = pool.submit(_sync, service, staging) if _no_sync(step, method) else None
+            _verify_before_commit(service, step, staging, found.superuser)
+            if synced is not None:
+                synced.result()
     _note_statistics(service, step, dst)
     _commit(service, step, src, dst, staging, method)
     return True
@@ -507,7 +508,6 @@ def _no_sync(step: Step, method: str) -> bool:
 def down(service: Service, step: Step) -> bool:
     src, dst = _source_dir(service, step), _target_dir(service, step)
     staging, _found = _logical_into(service, step, src)
-    _carry_config(src, staging)
     _note_statistics(service, step, dst)
     _commit(service, step, src, dst, staging, "dump")
     return True
@@ -549,9 +549,13 @@ def _logical_into(service: Service, step: Step, src: Path) -> tuple[Path, Inspec
                         direct_above=s.direct_copy_above,
                     )
                 expected = before.result()
-                _compare_copy(service, staging, new, expected, row_hash)
+                checks = _compare_copy(service, staging, new, expected)
+    _carry_config(src, staging)
     with service.progress.task("flush the new cluster to disk"):
-        _sync(service, staging)  # what the server's shutdown wrote
+        _sync(service, staging)  # what the server's shutdown wrote, and the carried config
+    # should the record not hold (the cluster ran since), verify compares every row again
+    _expected_file(service).write_text(json.dumps(expected))
+    _record_verified(service, step, staging, checks)
     return staging, found
 
 
@@ -587,30 +591,20 @@ def _fingerprint_into(sidecar: Path, server: PrivateServer, jobs: int, row_hash:
     return taken
 
 
-def _compare_copy(
-    service: Service, staging: Path, new: PrivateServer, expected: Any, row_hash: fingerprint.RowHash
-) -> None:
-    """Compare the copy that `new` serves from `staging` with the source's fingerprint `expected`,
-    while its writes reach the disk; record the sample that verify reads after the commit."""
-    s = _settings(service)
+def _compare_copy(service: Service, staging: Path, new: PrivateServer, expected: Any) -> list[Check]:
+    """Check the copy that `new` serves from `staging` as verify would, against the source's full
+    fingerprint `expected` (every row, table by table), while its writes reach the disk: the
+    checks, for `_record_verified`. Raises when one fails: nothing is committed."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         # the loading server does not fsync (loading_settings): the copy reaches the disk while it
         # is read back and compared
         flushed = pool.submit(_sync, service, staging)
         with service.progress.task("compare the copy with its source, table by table"):
-            copied = fingerprint.take(new, s.jobs, depth="full", row_hash=row_hash)
-            differences = fingerprint.differences(expected, copied)
-            if differences:
-                raise MigrateError(
-                    "the copy differs from its source: " + "; ".join(differences),
-                    hint=f"nothing was committed; the logs of the private servers are in {service.state_dir / 'logs'}",
-                )
-            # verify, after the commit, reads these same files: a repeatable sample of them is
-            # enough to show that they are the ones compared here
-            _expected_file(service).write_text(
-                json.dumps(fingerprint.take(new, s.jobs, depth="sample", row_hash=row_hash))
-            )
+            checks = [Check("server starts", True, "the loading server, before the commit")]
+            checks += _content_checks(service, new, expected, amcheck_above=fingerprint.SAMPLE_ABOVE)
         flushed.result()
+    _refuse_failed(service, checks, "the copy failed verification before the commit")
+    return checks
 
 
 def _carry_config(src: Path, new: Path) -> None:
@@ -652,37 +646,79 @@ def _retained_marker(service: Service) -> Path:
     return service.state_dir / "retained.json"
 
 
-def _has_extensions(service: Service) -> bool:
-    """Whether a database holds an extension other than plpgsql (1.0 on every major), by the
-    fingerprint of this step; without one, no server need start to look for updates."""
-    expected = _expected(service)
-    if expected is None:
-        return True
-    listed = [set(db["extensions"]) for db in expected.get("databases", {}).values() if "extensions" in db]
-    return not listed or any(names - {"plpgsql"} for names in listed)
+def _verified_file(service: Service) -> Path:
+    return service.state_dir / "verified.json"
 
 
-def _update_extensions(service: Service, step: Step, cluster: Path, found: Inspection) -> None:
-    """`ALTER EXTENSION … UPDATE` where the new major ships a newer version, on a private server:
-    before the commit, because the service's queries may need the new version."""
+def _verify_before_commit(service: Service, step: Step, staging: Path, superuser: str) -> None:
+    """Start the new cluster on a private server before the commit, update its extensions and
+    check it as `verify` would; a failure leaves the data path as it was. This server runs while
+    the new cluster is flushed to disk, and `verify` after the commit starts none (see
+    `_record_verified`)."""
     s = _settings(service)
-    prefix = prefix_of(s, step.to_version)
-    with (
-        running(service, prefix, cluster, _socket(service), s.port, found.superuser) as server,
-        service.progress.task("update extensions"),
-    ):
-        with server.connect("postgres") as conn:
-            dbs = [
-                str(n)
-                for (n,) in conn.execute("SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1").fetchall()
-            ]
-        for db in dbs:
-            with server.connect(db) as conn:
-                rows = conn.execute(
-                    "SELECT e.extname FROM pg_extension e JOIN pg_available_extensions a ON a.name = e.extname"
-                    " WHERE a.default_version IS DISTINCT FROM e.extversion"
-                ).fetchall()
-                for (name,) in rows:
+    with running(service, prefix_of(s, step.to_version), staging, _socket(service), s.port, superuser) as server:
+        _update_extensions(service, server)
+        with service.progress.task("verify the new cluster before the commit"):
+            checks = [Check("server starts", True, "before the commit")]
+            checks += _content_checks(service, server, _expected(service))
+    _refuse_failed(service, checks, "the new cluster failed verification before the commit")
+    _record_verified(service, step, staging, checks)
+
+
+def _refuse_failed(service: Service, checks: list[Check], what: str) -> None:
+    if failed := [c for c in checks if not c.ok]:
+        raise MigrateError(
+            f"{what}: " + "; ".join(f"{c.name}: {c.detail}" for c in failed),
+            hint=f"nothing was committed; the logs of the private servers are in {service.state_dir / 'logs'}",
+        )
+
+
+def _record_verified(service: Service, step: Step, staging: Path, checks: list[Check]) -> None:
+    """Record the checks of the stopped staging cluster for `verify` after the commit, with the
+    pg_control state that shows it has not run since: the commit renames it and changes no byte,
+    so a second server start and read would find the same. Recorded for the path the commit
+    gives it; used once (`_verified_before_commit`)."""
+    control = control_data(service.run, prefix_of(_settings(service), step.to_version), staging)
+    record = {
+        "cluster": str(_target_dir(service, step)),
+        "control": control.identity,
+        "checks": [[c.name, c.ok, c.detail] for c in checks],
+    }
+    _verified_file(service).write_text(json.dumps(record))
+
+
+def _verified_before_commit(service: Service, cluster: Path, major: str) -> list[Check] | None:
+    """The checks `_verify_before_commit` recorded for `cluster` in this step, if it has not run
+    since; used once, so a later `verify` starts the cluster again."""
+    recorded = _verified_file(service)
+    if not recorded.exists():
+        return None
+    record = json.loads(recorded.read_text())
+    recorded.unlink()
+    if service.step is None or record.get("cluster") != str(cluster):
+        return None
+    control = control_data(service.run, prefix_of(_settings(service), major), cluster)
+    if not control.shut_down or control.identity != record.get("control"):
+        return None
+    checks = [Check(str(name), bool(ok), str(detail)) for name, ok, detail in record["checks"]]
+    return [*checks, Check("not started since", True, f"pg_control unchanged ({control.identity})")]
+
+
+def _update_extensions(service: Service, server: PrivateServer) -> None:
+    """`ALTER EXTENSION … UPDATE` where the new major ships a newer version: before the commit,
+    because the service's queries may need the new version."""
+    with server.connect("postgres") as conn:
+        dbs = [
+            str(n) for (n,) in conn.execute("SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1").fetchall()
+        ]
+    for db in dbs:
+        with server.connect(db) as conn:
+            rows = conn.execute(
+                "SELECT e.extname FROM pg_extension e JOIN pg_available_extensions a ON a.name = e.extname"
+                " WHERE a.default_version IS DISTINCT FROM e.extversion"
+            ).fetchall()
+            for (name,) in rows:
+                with service.progress.task(f"update extension {name} in {db}"):
                     conn.execute(sql.SQL("ALTER EXTENSION {} UPDATE").format(sql.Identifier(str(name))))
 
 
@@ -738,6 +774,7 @@ def restore(service: Service, backup: BackupRecord) -> bool:
     s = _settings(service)
     source = Path(str(backup.detail["source"]))
     _staging_marker(service).unlink(missing_ok=True)
+    _verified_file(service).unlink(missing_ok=True)
     for base in {s.data_dir, s.source_dir}:
         for directory in (base, sibling(base, "staging"), sibling(base, "check")):
             stop_stray_server(directory)
@@ -781,19 +818,32 @@ def verify(service: Service) -> list[Check]:
     if pid is not None:
         return [Check("cluster running", True, f"pid {pid}; stop it to verify its content")]
     checks = [Check("cluster present", True, f"PostgreSQL {major} in {found_dir}")]
+    verified = _verified_before_commit(service, found_dir, major)
+    if verified is not None:
+        return checks + verified
     try:
         server_cm = running(service, prefix_of(s, major), found_dir, _socket(service), s.port, s.superuser)
         with server_cm as server:
             checks.append(Check("server starts", True, ""))
-            expected = _expected(service)
-            depth: fingerprint.Depth = "shape" if expected is None else expected.get("depth", "full")
-            row_hash: fingerprint.RowHash = "text" if expected is None else expected.get("row_hash", "text")
-            fp = fingerprint.take(server, s.jobs, depth=depth, row_hash=row_hash)
-            checks += _compare_expected(expected, fp)
-            checks += _amcheck(server, fingerprint.SAMPLE_ABOVE if depth == "sample" else None)
+            checks += _content_checks(service, server, _expected(service))
     except MigrateError as exc:
         checks.append(Check("server starts", False, exc.message))
-        return checks
+    return checks
+
+
+def _content_checks(
+    service: Service, server: PrivateServer, expected: dict[str, Any] | None, amcheck_above: int | None = None
+) -> list[Check]:
+    """What verify checks on the running cluster: the content against `expected`, the fingerprint
+    taken before the step (read as deep as it was; the objects alone without one), the b-tree
+    indexes (those up to `amcheck_above` blocks, or to the sample's limit after a sampled
+    fingerprint), the expected databases."""
+    s = _settings(service)
+    depth: fingerprint.Depth = "shape" if expected is None else expected.get("depth", "full")
+    row_hash: fingerprint.RowHash = "text" if expected is None else expected.get("row_hash", "text")
+    fp = fingerprint.take(server, s.jobs, depth=depth, row_hash=row_hash)
+    checks = _compare_expected(expected, fp)
+    checks += _amcheck(server, fingerprint.SAMPLE_ABOVE if depth == "sample" else amcheck_above)
     if s.expected_databases is not None:
         extra = sorted(set(fp["databases"]) - set(s.expected_databases) - {"template1", "postgres"})
         checks.append(Check("only the expected databases", not extra, ", ".join(extra)))

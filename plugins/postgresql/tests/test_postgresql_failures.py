@@ -102,6 +102,8 @@ def test_verify_mismatch_restores_the_old_cluster(cluster_factory, pg_service, p
     svc.settings["packages"]["17"] = str(broken)
     result = svc.cli("17", "up")
     assert result.code == 1, result.output
+    # found on the new cluster before the commit: the data path never held it
+    assert "failed verification before the commit" in result.stderr
     assert "content equals the fingerprint before the step" in result.stderr
     assert "sales.orders" in result.stderr  # the table whose rows went missing is named
     assert (pg_root / "data" / "PG_VERSION").read_text().strip() == "16"

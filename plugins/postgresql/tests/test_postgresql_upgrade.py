@@ -3,7 +3,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from conftest import SMALL
+
+from nixos_migrate.executor import Engine
+from nixos_migrate.manifest import parse_manifest
+from nixos_migrate.model import Step
+from nixos_migrate.plugins import PluginRegistry
+from nixos_migrate_postgresql import plugin
+from nixos_migrate_postgresql.cluster import control_data
 
 # (from, to, method, layout): `same` keeps one data directory, `split` one per major (NixOS)
 HOPS = [
@@ -47,6 +57,9 @@ def test_upgrade_hop_keeps_every_row(cluster_factory, pg_service, pg_root, old, 
     verified = {c["name"]: c for c in step["checks"]}
     assert verified["content equals the fingerprint before the step"]["ok"], verified
     assert verified["amcheck of b-tree indexes"]["ok"], verified
+    # checked on the new cluster before the commit, and found not to have run since
+    assert verified["server starts"]["detail"] == "before the commit", verified
+    assert verified["not started since"]["ok"], verified
     # no unit starts the service: the statistics were computed at once (18: only the missing ones)
     settled = result.json[0]["settle"]
     assert settled["state"] == "done" and settled["checks"][0]["name"] == "planner statistics", settled
@@ -58,7 +71,10 @@ def test_upgrade_hop_keeps_every_row(cluster_factory, pg_service, pg_root, old, 
     assert upgraded.offline_content() == before
     status = svc.cli(new, "status", "--json").json[0]
     assert (status["recorded"], status["data_version"], status["pending"]) == (new, new, [])
-    assert svc.cli(new, "verify").code == 0
+    later = svc.cli(new, "verify", "--json")
+    assert later.code == 0, later.output
+    names = [c["name"] for c in later.json["db"]]
+    assert "server starts" in names and "not started since" not in names  # a later verify starts it
 
 
 @pytest.mark.parametrize("direct_above", [None, 0], ids=["through-pg_dump", "tables-on-their-own"])
@@ -98,8 +114,7 @@ def test_dump_method_reloads_every_row_frozen(cluster_factory, pg_service, pg_ro
 
 
 def test_extensions_are_updated_to_the_new_majors_version(cluster_factory, pg_service, pg_root):
-    """amcheck is 1.3 on 16 and 1.4 on 17: after the upgrade the database has 17's version; a
-    cluster with no extension but plpgsql starts no server to look (its fingerprint says so)."""
+    """amcheck is 1.3 on 16 and 1.4 on 17: after the upgrade the database has 17's version."""
     cluster = cluster_factory("16", pg_root / "data")
     cluster.start()
     try:
@@ -117,3 +132,37 @@ def test_extensions_are_updated_to_the_new_majors_version(cluster_factory, pg_se
     finally:
         upgraded.stop()
     assert (before, after) == ("1.3", default) and after != before
+
+
+def test_verify_takes_the_checks_made_before_the_commit_only_while_the_cluster_has_not_run(
+    cluster_factory, pg_service, pg_root
+):
+    """`up` checks the new cluster before the commit and records what it found with the cluster's
+    pg_control state; verify after the commit reports that record instead of starting the cluster
+    again, but only while pg_control shows that nothing ran it since."""
+    cluster = cluster_factory("16", pg_root / "data", sql=SMALL)
+    svc = pg_service(pg_root / "data", ("16", "17"), method="copy")
+    assert svc.cli("17", "up").code == 0
+    upgraded = type(cluster)("17", pg_root / "data", cluster.sock, cluster.user)
+    manifest = parse_manifest(svc.manifest("17").read_text(), "m.json", "json")
+    service = Engine(manifest, PluginRegistry.discover()).service("db")
+    service.step = Step("16", "17", "up")
+    record_file = service.state_dir / "verified.json"
+
+    def record() -> None:
+        identity = control_data(service.run, upgraded.prefix, upgraded.data).identity
+        checks = [["server starts", True, "before the commit"], ["recorded check", True, "from the record"]]
+        record_file.write_text(json.dumps({"cluster": str(upgraded.data), "control": identity, "checks": checks}))
+
+    record()
+    names = [c.name for c in plugin.verify(service)]
+    assert names == ["cluster present", "server starts", "recorded check", "not started since"]
+    assert not record_file.exists()  # used once
+    assert "recorded check" not in [c.name for c in plugin.verify(service)]
+
+    record()
+    upgraded.start()
+    upgraded.stop()  # a new shutdown checkpoint: the record no longer describes the cluster
+    checks = {c.name: c for c in plugin.verify(service)}
+    assert "recorded check" not in checks and checks["server starts"].detail == ""
+    assert checks["content equals the fingerprint before the step"].ok, checks
