@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import signal
 import sys
 import traceback
@@ -9,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -487,5 +490,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code if isinstance(code, int) else 0
 
 
+def run() -> NoReturn:
+    """The `nixos-migrate` command: `main`, then an exit that skips tearing the interpreter down
+    (freeing every module takes 0.1 s with psycopg and pydantic loaded, on every invocation).
+    Everything `main` opened is closed by then; what is buffered is flushed here. Under a profiler
+    or a coverage tracer, which write their results at exit, the exit is the usual one."""
+    code = main()
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        sys.exit(code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a reader that went away, a closed stream
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -123,7 +123,7 @@ def wait_ready(process: subprocess.Popen[bytes], ready: Callable[[], bool], time
         if time.monotonic() > deadline:
             return f"not ready after {timeout:.0f} s"
         time.sleep(pause)
-        pause = min(pause * 2, 0.05)
+        pause = min(pause * 2, 0.02)
     return None
 
 
