@@ -31,12 +31,13 @@ from __future__ import annotations
 import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
-
-import psycopg
-from psycopg import sql
+from typing import TYPE_CHECKING, Any, Literal
 
 from nixos_migrate_postgresql.server import PrivateServer
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg import sql
 
 Fingerprint = dict[str, Any]
 Depth = Literal["full", "sample", "shape"]
@@ -135,6 +136,8 @@ def _hashed_columns(conn: psycopg.Connection[tuple[Any, ...]]) -> dict[str, list
 def _columns_hash(columns: list[tuple[str, int, int]]) -> sql.Composable:
     """The row hash of a table hashed by columns: each column by its type's hash function, seeded
     with its position (equal values in two columns must not cancel out), XORed; NULL as -1 - i."""
+    from psycopg import sql  # imported when first needed: see server._prefetch
+
     parts = []
     for i, (name, type_oid, element) in enumerate(columns):
         column = sql.SQL("t.{}").format(sql.Identifier(name))
@@ -160,6 +163,8 @@ def _table(
     """Row count and hash sum of a table (or of the block range `blocks` of it, or of a repeatable
     `sample` percent of its blocks), hashed by `columns` when given, else as text; a sequence's
     value."""
+    from psycopg import sql  # imported when first needed: see server._prefetch
+
     ident = sql.Identifier(schema, name)
     with server.connect(db) as conn:
         conn.execute(_STABLE_OUTPUT)

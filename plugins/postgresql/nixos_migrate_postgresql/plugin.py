@@ -27,8 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from psycopg import sql
-
 from nixos_migrate import filebackup
 from nixos_migrate.context import Service
 from nixos_migrate.errors import MigrateError, UsageError
@@ -489,11 +487,12 @@ def up(service: Service, step: Step) -> bool:
         _carry_config(src, staging)
         with ThreadPoolExecutor(max_workers=1) as pool:
             # pg_upgrade ran with --no-sync where it has it: its writes reach the disk while the new
-            # cluster is checked, and it is committed only when both are done
+            # cluster is checked
             synced = pool.submit(_sync, service, staging) if _no_sync(step, method) else None
             _verify_before_commit(service, step, staging, found.superuser)
             if synced is not None:
                 synced.result()
+        _sync(service, staging)  # what the checking server wrote (it does not fsync)
     _note_statistics(service, step, dst)
     _commit(service, step, src, dst, staging, method)
     return True
@@ -654,9 +653,12 @@ def _verify_before_commit(service: Service, step: Step, staging: Path, superuser
     """Start the new cluster on a private server before the commit, update its extensions and
     check it as `verify` would; a failure leaves the data path as it was. This server runs while
     the new cluster is flushed to disk, and `verify` after the commit starts none (see
-    `_record_verified`)."""
+    `_record_verified`). The caller syncs the cluster after it."""
     s = _settings(service)
-    with running(service, prefix_of(s, step.to_version), staging, _socket(service), s.port, superuser) as server:
+    # without fsync: its few writes would wait behind the flush of the whole cluster (ext4 orders
+    # a journal commit after the data of the files in it); the caller syncs once it stopped
+    prefix, no_fsync = prefix_of(s, step.to_version), {"fsync": "off"}
+    with running(service, prefix, staging, _socket(service), s.port, superuser, no_fsync) as server:
         _update_extensions(service, server)
         with service.progress.task("verify the new cluster before the commit"):
             checks = [Check("server starts", True, "before the commit")]
@@ -707,6 +709,8 @@ def _verified_before_commit(service: Service, cluster: Path, major: str) -> list
 def _update_extensions(service: Service, server: PrivateServer) -> None:
     """`ALTER EXTENSION … UPDATE` where the new major ships a newer version: before the commit,
     because the service's queries may need the new version."""
+    from psycopg import sql  # imported when first needed: see server._prefetch
+
     with server.connect("postgres") as conn:
         dbs = [
             str(n) for (n,) in conn.execute("SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1").fetchall()
