@@ -186,15 +186,16 @@ def _inspect_source(
     s = _settings(service)
     prefix = prefix_of(s, step.from_version or "")
     control = control_data(service.run, prefix, src)
-    with running(service, prefix, src, _socket(service), s.port, s.superuser) as server:
-        found = inspect(server, control, s.superuser)
-        with ThreadPoolExecutor(max_workers=1) as pool:
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with running(service, prefix, src, _socket(service), s.port, s.superuser) as server:
+            found = inspect(server, control, s.superuser)
             beside = pool.submit(alongside, found) if alongside else None
             fp = None
             if fingerprint_too:
                 fp = fingerprint.take(server, s.jobs, depth=_depth(service, step), row_hash=_row_hash(step))
-            if beside is not None:
-                beside.result()  # its failure is the caller's
+        # the server stops while `alongside` may still run
+        if beside is not None:
+            beside.result()  # its failure is the caller's
     return found, fp
 
 
