@@ -4,7 +4,10 @@
         [--tables 1] [--down-only] [--skip-debian] [--repeat 3]
 
 One run on one ~1 GB cluster (`pgbench -i -s 70`), data in the page cache, each contender on a
-fresh copy of the same cluster:
+fresh copy of the same cluster, in rounds. The pairs issue 4's targets compare (nixos-migrate `up`
+with copy and bare `pg_upgrade --copy`; the two downgrades) run side by side, in an order that
+alternates from round to round, and every round's ratio is printed: this machine's speed drifts
+within minutes, and medians of times taken far apart compare different machines.
 
 - bare `initdb` + `pg_upgrade --copy` and `--link`;
 - Debian's `pg_upgradecluster -m upgrade`, `-m link`, `-m dump` (postgresql-common 248 on
@@ -152,10 +155,11 @@ def main() -> int:
             (cached / ".complete").touch()
         size = sum(p.stat().st_size for p in pristine.rglob("*") if p.is_file())
         print(f"cluster: {size / 2**30:.2f} GiB (kept in {cached} for the next run)", flush=True)
+        rounds: list[dict[str, float]] = []
         for round_ in range(1, args.repeat + 1):
             print(f"round {round_} of {args.repeat}", flush=True)
-            run_contenders(b, args, pristine, results)
-        report(results, size, args)
+            rounds.append(run_contenders(b, args, pristine, results, round_))
+        report(results, size, args, rounds)
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -182,39 +186,86 @@ def create_pristine(b: Bench, args: argparse.Namespace, pristine: Path) -> None:
         b.run([b.bin(args.old, "psql"), *conn, "-d", "postgres", "-c", "CHECKPOINT"])
 
 
-def run_contenders(b: Bench, args: argparse.Namespace, pristine: Path, results: dict[str, list[float]]) -> None:
+def run_contenders(
+    b: Bench, args: argparse.Namespace, pristine: Path, results: dict[str, list[float]], round_: int
+) -> dict[str, float]:
+    """One round of every contender; issue 4's pairs side by side, in an order that alternates
+    from round to round, so that each round's ratio compares runs under the same state of the
+    machine. Returns this round's ratios."""
+
     def note(name: str, seconds: float) -> None:
         results.setdefault(name, []).append(seconds)
         print(f"  {name}: {seconds:.1f} s", flush=True)
 
-    if not args.down_only:
-        run_upgrades(b, args, pristine, note)
-    for method in ("copy",) if args.down_only else ("copy", "link"):
-        base = b.fresh(f"nm-{method}")
-        old = base / "pgdata" / args.old
+    nm_first = round_ % 2 == 0
+    ratios: dict[str, float] = {}
+    base = b.fresh("nm-copy")
+    old, new = base / "pgdata" / args.old, base / "pgdata" / args.new
+    manifest = nm_manifest(b, base, old, new, "copy", args.direct_copy_above)
+
+    def nm_copy() -> float:
         old.parent.mkdir()
         os.chown(old.parent, b.user.pw_uid, b.user.pw_gid)
         b.copy(pristine, old)
-        manifest = nm_manifest(b, base, old, base / "pgdata" / args.new, method, args.direct_copy_above)
-        downtime, settle = nm_up_then_settle(b, manifest, base / "pgdata" / args.new)
-        note(f"nixos-migrate up, method {method} (end to end)", downtime)
-        note(f"  then, serving: server start + nixos-migrate settle (method {method})", settle)
-        if method == "copy":
-            newer = b.fresh("dumpall-down") / "newer"
-            b.copy(base / "pgdata" / args.new, newer)
-            down = timed(nm, manifest, "down", "bench", "--to", args.old, "--defer-settle")
-            note("nixos-migrate down (logical, verified)", down)
-            bare = timed(dump_restore, b, args.new, newer, args.old, newer.parent / "older")
-            note("pg_dumpall | psql (down)", bare)
-            print(f"  this round, down: nixos-migrate / pg_dumpall | psql = {down / bare:.2f}x", flush=True)
+        downtime, settle = nm_up_then_settle(b, manifest, new)
+        note("nixos-migrate up, method copy (end to end)", downtime)
+        note("  then, serving: server start + nixos-migrate settle (method copy)", settle)
+        return downtime
+
+    def bare_copy() -> float:
+        old = b.fresh("bare-copy") / "old"
+        b.copy(pristine, old)
+        seconds = timed(bare_pg_upgrade, b, old, old.parent / "new", "copy")
+        note("pg_upgrade --copy (initdb + pg_upgrade)", seconds)
+        return seconds
+
+    if args.down_only:
+        nm_copy()
+    else:
+        first, second = (nm_copy, bare_copy) if nm_first else (bare_copy, nm_copy)
+        one, other = first(), second()
+        mine, bare = (one, other) if nm_first else (other, one)
+        ratios["up copy / pg_upgrade --copy"] = mine / bare
+        print(f"  this round, up: nixos-migrate / pg_upgrade --copy = {mine / bare:.2f}x", flush=True)
+
+    newer = b.fresh("dumpall-down") / "newer"
+    b.copy(new, newer)
+
+    def nm_down() -> float:
+        seconds = timed(nm, manifest, "down", "bench", "--to", args.old, "--defer-settle")
+        note("nixos-migrate down (logical, verified)", seconds)
+        return seconds
+
+    def bare_down() -> float:
+        seconds = timed(dump_restore, b, args.new, newer, args.old, newer.parent / "older")
+        note("pg_dumpall | psql (down)", seconds)
+        return seconds
+
+    first, second = (nm_down, bare_down) if nm_first else (bare_down, nm_down)
+    one, other = first(), second()
+    mine, bare = (one, other) if nm_first else (other, one)
+    ratios["down / pg_dumpall | psql"] = mine / bare
+    print(f"  this round, down: nixos-migrate / pg_dumpall | psql = {mine / bare:.2f}x", flush=True)
+
+    if not args.down_only:
+        run_upgrades(b, args, pristine, note)
+        base = b.fresh("nm-link")
+        old, new = base / "pgdata" / args.old, base / "pgdata" / args.new
+        old.parent.mkdir()
+        os.chown(old.parent, b.user.pw_uid, b.user.pw_gid)
+        b.copy(pristine, old)
+        link = nm_manifest(b, base, old, new, "link", args.direct_copy_above)
+        downtime, settle = nm_up_then_settle(b, link, new)
+        note("nixos-migrate up, method link (end to end)", downtime)
+        note("  then, serving: server start + nixos-migrate settle (method link)", settle)
+    return ratios
 
 
 def run_upgrades(b: Bench, args: argparse.Namespace, pristine: Path, note: Callable[[str, float], None]) -> None:
-    """The contenders that only upgrade."""
-    for method in ("copy", "link"):
-        old = b.fresh(f"bare-{method}") / "old"
-        b.copy(pristine, old)
-        note(f"pg_upgrade --{method} (initdb + pg_upgrade)", timed(bare_pg_upgrade, b, old, old.parent / "new", method))
+    """The other contenders that only upgrade."""
+    old = b.fresh("bare-link") / "old"
+    b.copy(pristine, old)
+    note("pg_upgrade --link (initdb + pg_upgrade)", timed(bare_pg_upgrade, b, old, old.parent / "new", "link"))
     old = b.fresh("bare-copy-analyze") / "old"
     b.copy(pristine, old)
     note(
@@ -413,7 +464,7 @@ def debian_upgradecluster(b: Bench, pristine: Path, mode: str) -> float | None:
             link.unlink()
 
 
-def report(runs: dict[str, list[float]], size: int, args: argparse.Namespace) -> None:
+def report(runs: dict[str, list[float]], size: int, args: argparse.Namespace, rounds: list[dict[str, float]]) -> None:
     results = {name: statistics.median(times) for name, times in runs.items()}
     copy = results.get("pg_upgrade --copy (initdb + pg_upgrade)")
     debian = results.get("pg_upgradecluster -m upgrade")
@@ -433,6 +484,11 @@ def report(runs: dict[str, list[float]], size: int, args: argparse.Namespace) ->
     if dumpall_down and "nixos-migrate down (logical, verified)" in results:
         down = results["nixos-migrate down (logical, verified)"]
         print(f"\nlogical down: nixos-migrate / pg_dumpall | psql = {down / dumpall_down:.2f}x")
+    print("\nround by round (each pair side by side, the order alternating):")
+    for name in dict.fromkeys(k for r in rounds for k in r):
+        each = [r[name] for r in rounds if name in r]
+        listed = ", ".join(f"{v:.2f}x" for v in each)
+        print(f"- {name}: {listed} (median {statistics.median(each):.2f}x)")
 
 
 if __name__ == "__main__":
