@@ -211,6 +211,12 @@ def run_contenders(
 
     nm_first = round_ % 2 == 0
     ratios: dict[str, float] = {}
+    # untimed: the first heavy run of a round, whichever it was, often took 2-5 s longer (a bare
+    # `pg_upgrade --copy` 6.2-9.9 s against 4.1-4.8 s later in the same round), binaries cached
+    # or not; a warm-up takes that instead of the first of a pair
+    old = b.fresh("warm-up") / "old"
+    b.copy(pristine, old)
+    bare_pg_upgrade(b, old, old.parent / "new", "copy")
     base = b.fresh("nm-copy")
     old, new = base / "pgdata" / args.old, base / "pgdata" / args.new
     manifest = nm_manifest(b, base, old, new, "copy", args.direct_copy_above)
