@@ -291,7 +291,7 @@ def _big_tables(ends: _Endpoints, db: str, at_least: int) -> list[tuple[str, str
     name and the columns pg_dump would copy. Partitions stay with pg_dump (it may load them
     through their root), as do tables of extensions (their configuration rows are filtered) and
     tables without columns."""
-    from psycopg import sql  # imported when first needed: see server._prefetch
+    from psycopg import sql  # imported when first needed: see server.prefetch_psycopg
 
     with ends.server.connect(db) as conn:
         generated = sql.SQL(" AND a.attgenerated = ''" if conn.info.server_version >= 120000 else "")

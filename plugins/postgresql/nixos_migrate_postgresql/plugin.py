@@ -46,7 +46,7 @@ from nixos_migrate_postgresql.cluster import (
     stop_stray_server,
 )
 from nixos_migrate_postgresql.inspect import Inspection, initdb_argv, inspect
-from nixos_migrate_postgresql.server import PrivateServer, loading_settings, private_dir, running
+from nixos_migrate_postgresql.server import PrivateServer, loading_settings, prefetch_psycopg, private_dir, running
 from nixos_migrate_postgresql.settings import PostgresSettings
 
 RETAINED = "retained-cluster"
@@ -201,6 +201,7 @@ def _inspect_source(
 
 @hookimpl
 def check(service: Service, step: Step) -> list[Check]:
+    prefetch_psycopg()  # the step connects soon
     s = _settings(service)
     checks: list[Check] = []
     tools = UP_TOOLS if step.direction == "up" else DOWN_TOOLS
@@ -710,7 +711,7 @@ def _verified_before_commit(service: Service, cluster: Path, major: str) -> list
 def _update_extensions(service: Service, server: PrivateServer) -> None:
     """`ALTER EXTENSION … UPDATE` where the new major ships a newer version: before the commit,
     because the service's queries may need the new version."""
-    from psycopg import sql  # imported when first needed: see server._prefetch
+    from psycopg import sql  # imported when first needed: see server.prefetch_psycopg
 
     with server.connect("postgres") as conn:
         dbs = [

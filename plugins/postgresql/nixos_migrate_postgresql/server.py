@@ -115,7 +115,7 @@ class PrivateServer:
             [self.prefix / "bin" / "postgres", "-D", self.data_dir, "-p", str(self.port), "-c", f"config_file={conf}"],
             log=self.log,
         )
-        _prefetch("psycopg")
+        prefetch_psycopg()
         problem = wait_ready(self.process, self._ready, START_TIMEOUT)
         if problem is not None:
             self.stop()
@@ -147,7 +147,7 @@ class PrivateServer:
         self.stop()
 
     def connect(self, dbname: str = "postgres", user: str | None = None) -> psycopg.Connection[tuple[object, ...]]:
-        import psycopg  # imported when first needed: see _prefetch
+        import psycopg  # imported when first needed: see prefetch_psycopg
 
         conn = psycopg.connect(
             host=str(self.socket_dir),
@@ -171,7 +171,7 @@ class PrivateServer:
 
     def find_superuser(self, configured: str | None = None) -> str:
         """The bootstrap superuser (role OID 10), asking as the names it usually has."""
-        import psycopg  # imported when first needed: see _prefetch
+        import psycopg  # imported when first needed: see prefetch_psycopg
 
         if self.superuser:
             return self.superuser
@@ -216,13 +216,14 @@ def running(
         server.stop()
 
 
-def _prefetch(module: str) -> None:
-    """Import `module` in a thread while this one waits for a server to start. psycopg takes
-    0.1-0.2 s of CPU to import; it is imported where first needed rather than when the plugin is
-    loaded (every CLI invocation loads every plugin), and here it takes only time spent waiting.
-    An import error is left to the import that needs the module."""
-    if module not in sys.modules:
-        threading.Thread(target=_import_quietly, args=(module,), name=f"import-{module}", daemon=True).start()
+def prefetch_psycopg() -> None:
+    """Import psycopg in a thread, from where a connection will follow soon (`check`, a server's
+    start): it takes 0.1-0.2 s of CPU, which then fills time this thread spends waiting for
+    commands, the disk and the server. It is imported where first needed, not when the plugin is
+    loaded (every CLI invocation loads every plugin). An import error is left to the import that
+    needs it."""
+    if "psycopg" not in sys.modules:
+        threading.Thread(target=_import_quietly, args=("psycopg",), name="import-psycopg", daemon=True).start()
 
 
 def _import_quietly(module: str) -> None:
