@@ -70,7 +70,7 @@ class Control:
     state: str
     checksums: bool
     wal_segment_bytes: int
-    identity: str = ""
+    identity: str
     """System identifier, last checkpoint and when pg_control was last written: a cluster that
     has not run since shows the same."""
 

@@ -681,7 +681,7 @@ def _record_verified(service: Service, step: Step, staging: Path, checks: list[C
     """Record the checks of the stopped staging cluster for `verify` after the commit, with the
     pg_control state that shows it has not run since: the commit renames it and changes no byte,
     so a second server start and read would find the same. Recorded for the path the commit
-    gives it; used once (`_verified_before_commit`)."""
+    gives it; used once (`_recorded_checks`)."""
     control = control_data(service.run, prefix_of(_settings(service), step.to_version), staging)
     record = {
         "cluster": str(_target_dir(service, step)),
@@ -691,7 +691,7 @@ def _record_verified(service: Service, step: Step, staging: Path, checks: list[C
     _verified_file(service).write_text(json.dumps(record))
 
 
-def _verified_before_commit(service: Service, cluster: Path, major: str) -> list[Check] | None:
+def _recorded_checks(service: Service, cluster: Path, major: str) -> list[Check] | None:
     """The checks `_verify_before_commit` recorded for `cluster` in this step, if it has not run
     since; used once, so a later `verify` starts the cluster again."""
     recorded = _verified_file(service)
@@ -824,7 +824,7 @@ def verify(service: Service) -> list[Check]:
     if pid is not None:
         return [Check("cluster running", True, f"pid {pid}; stop it to verify its content")]
     checks = [Check("cluster present", True, f"PostgreSQL {major} in {found_dir}")]
-    verified = _verified_before_commit(service, found_dir, major)
+    verified = _recorded_checks(service, found_dir, major)
     if verified is not None:
         return checks + verified
     try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib
 import os
 import signal
 import subprocess
@@ -223,12 +222,12 @@ def prefetch_psycopg() -> None:
     loaded (every CLI invocation loads every plugin). An import error is left to the import that
     needs it."""
     if "psycopg" not in sys.modules:
-        threading.Thread(target=_import_quietly, args=("psycopg",), name="import-psycopg", daemon=True).start()
+        threading.Thread(target=_import_psycopg, name="import-psycopg", daemon=True).start()
 
 
-def _import_quietly(module: str) -> None:
+def _import_psycopg() -> None:
     with contextlib.suppress(ImportError):
-        importlib.import_module(module)
+        import psycopg  # noqa: F401
 
 
 def _lower_priority(pid: int, nice: int) -> None:
