@@ -209,8 +209,18 @@ def run_contenders(
         results.setdefault(name, []).append(seconds)
         print(f"  {name}: {seconds:.1f} s", flush=True)
 
-    nm_first = round_ % 2 == 0
     ratios: dict[str, float] = {}
+
+    def pair(name: str, mine: Callable[[], float], theirs: Callable[[], float]) -> None:
+        """Both right after each other, nixos-migrate first in even rounds; their ratio."""
+        if round_ % 2 == 0:
+            mine_s = mine()
+            ratios[name] = mine_s / theirs()
+        else:
+            theirs_s = theirs()
+            ratios[name] = mine() / theirs_s
+        print(f"  this round, {name}: {ratios[name]:.2f}x", flush=True)
+
     # untimed: the first heavy run of a round, whichever it was, often took 2-5 s longer (a bare
     # `pg_upgrade --copy` 6.2-9.9 s against 4.1-4.8 s later in the same round), binaries cached
     # or not; a warm-up takes that instead of the first of a pair
@@ -240,11 +250,7 @@ def run_contenders(
     if args.down_only:
         nm_copy()
     else:
-        first, second = (nm_copy, bare_copy) if nm_first else (bare_copy, nm_copy)
-        one, other = first(), second()
-        mine, bare = (one, other) if nm_first else (other, one)
-        ratios["up copy / pg_upgrade --copy"] = mine / bare
-        print(f"  this round, up: nixos-migrate / pg_upgrade --copy = {mine / bare:.2f}x", flush=True)
+        pair("up copy / pg_upgrade --copy", nm_copy, bare_copy)
 
     newer = b.fresh("dumpall-down") / "newer"
     b.copy(new, newer)
@@ -259,11 +265,7 @@ def run_contenders(
         note("pg_dumpall | psql (down)", seconds)
         return seconds
 
-    first, second = (nm_down, bare_down) if nm_first else (bare_down, nm_down)
-    one, other = first(), second()
-    mine, bare = (one, other) if nm_first else (other, one)
-    ratios["down / pg_dumpall | psql"] = mine / bare
-    print(f"  this round, down: nixos-migrate / pg_dumpall | psql = {mine / bare:.2f}x", flush=True)
+    pair("down / pg_dumpall | psql", nm_down, bare_down)
 
     if not args.down_only:
         run_upgrades(b, args, pristine, note)

@@ -19,6 +19,10 @@ from typing import Any
 
 import pytest
 
+from nixos_migrate.context import Service
+from nixos_migrate.executor import Engine
+from nixos_migrate.manifest import parse_manifest
+from nixos_migrate.plugins import PluginRegistry
 from nixos_migrate.testing import provision
 from nixos_migrate.testing.cli import CliResult, run_cli
 from nixos_migrate.testing.manifests import ManifestBuilder
@@ -242,6 +246,13 @@ class PgService:
 
     def cli(self, target: str, *args: str, env: dict[str, str] | None = None) -> CliResult:
         return run_cli(self.manifest(target), *args, env=env, timeout=900)
+
+    def service(self, target: str) -> Service:
+        """The service as the plugin's hooks see it, for calling them in the test's process."""
+        manifest = parse_manifest(self.manifest(target).read_text(), "m.json", "json")
+        service = Engine(manifest, PluginRegistry.discover()).service("db")
+        service.private_dir(service.state_dir)
+        return service
 
 
 def prefix_with(real: Path, where: Path, tool: str, script: str) -> Path:

@@ -5,23 +5,16 @@ pg_upgrade across majors."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from nixos_migrate.executor import Engine
-from nixos_migrate.manifest import parse_manifest
-from nixos_migrate.plugins import PluginRegistry
 from nixos_migrate_postgresql import fingerprint
 from nixos_migrate_postgresql.server import running
 
 
 def _server(svc, target, prefix, data):
     """A private server of the plugin's own kind on the cluster in `data`."""
-    manifest = parse_manifest(json.dumps(json.loads(svc.manifest(target).read_text())), "m.json", "json")
-    engine = Engine(manifest, PluginRegistry.discover())
-    service = engine.service("db")
-    service.private_dir(service.state_dir)
+    service = svc.service(target)
     sock = svc.root / "sock" / "plugin"
     return running(service, prefix, data, sock.resolve(), svc.settings["port"])
 

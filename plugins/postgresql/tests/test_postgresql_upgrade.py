@@ -8,10 +8,7 @@ import json
 import pytest
 from conftest import SMALL
 
-from nixos_migrate.executor import Engine
-from nixos_migrate.manifest import parse_manifest
 from nixos_migrate.model import Step
-from nixos_migrate.plugins import PluginRegistry
 from nixos_migrate_postgresql import plugin
 from nixos_migrate_postgresql.cluster import control_data
 
@@ -144,8 +141,7 @@ def test_verify_takes_the_checks_made_before_the_commit_only_while_the_cluster_h
     svc = pg_service(pg_root / "data", ("16", "17"), method="copy")
     assert svc.cli("17", "up").code == 0
     upgraded = type(cluster)("17", pg_root / "data", cluster.sock, cluster.user)
-    manifest = parse_manifest(svc.manifest("17").read_text(), "m.json", "json")
-    service = Engine(manifest, PluginRegistry.discover()).service("db")
+    service = svc.service("17")
     service.step = Step("16", "17", "up")
     record_file = service.state_dir / "verified.json"
 
