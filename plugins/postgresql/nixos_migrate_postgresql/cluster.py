@@ -73,9 +73,6 @@ class Control:
     identity: str
     """System identifier, last checkpoint and when pg_control was last written: a cluster that
     has not run since shows the same."""
-    shutdown_segment: str | None
-    """The one WAL segment a server needs to start after a clean shutdown: the one holding the
-    shutdown checkpoint, which is its own REDO point (None when the last checkpoint is not)."""
 
     @property
     def shut_down(self) -> bool:
@@ -85,7 +82,6 @@ class Control:
 def control_data(runner: CommandRunner, prefix: Path, data_dir: Path) -> Control:
     out = runner.run([prefix / "bin" / "pg_controldata", "-D", data_dir], env={"LC_ALL": "C"}).output
     fields = dict((k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in out.splitlines()) if v)
-    redo = fields.get("Latest checkpoint's REDO location")
     try:
         return Control(
             state=fields["Database cluster state"],
@@ -94,11 +90,6 @@ def control_data(runner: CommandRunner, prefix: Path, data_dir: Path) -> Control
             identity=" / ".join(
                 fields.get(k, "?")
                 for k in ("Database system identifier", "Latest checkpoint location", "pg_control last modified")
-            ),
-            shutdown_segment=(
-                fields.get("Latest checkpoint's REDO WAL file")
-                if redo is not None and redo == fields.get("Latest checkpoint location")
-                else None
             ),
         )
     except KeyError as exc:

@@ -33,7 +33,7 @@ from nixos_migrate.errors import MigrateError, UsageError
 from nixos_migrate.fingerprint import tree_size
 from nixos_migrate.hookspecs import hookimpl
 from nixos_migrate.model import BackupInfo, BackupRecord, Check, Direction, Step
-from nixos_migrate_postgresql import fingerprint, logical, sourcecopy
+from nixos_migrate_postgresql import fingerprint, logical
 from nixos_migrate_postgresql.cluster import (
     binary,
     control_data,
@@ -480,52 +480,24 @@ def up(service: Service, step: Step) -> bool:
         # `backup` saves it; without one (a step run on its own), ask the source
         found = saved or _inspect_source(service, step, src, fingerprint_too=False)[0]
         staging = _initdb_staging(service, step, found)
-        transfer = _pg_upgrade(service, step, src, staging, found, method)
-        _carry_config(src, staging)
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            # pg_upgrade ran with --no-sync where it has it: its writes reach the disk while the new
-            # cluster is checked
-            synced = pool.submit(_sync, service, staging) if _no_sync(step, method) else None
-            _verify_before_commit(service, step, staging, found.superuser, transfer)
-            if synced is not None:
-                synced.result()
-        _sync(service, staging)  # what the checking server wrote (it does not fsync)
-    _note_statistics(service, step, dst)
-    _commit(service, step, src, dst, staging, method)
-    return True
-
-
-def _pg_upgrade(service: Service, step: Step, src: Path, staging: Path, found: Inspection, method: str) -> Check:
-    """pg_upgrade from `src` into the initdb'ed `staging`; with `copy`, --link from a copy of
-    `src` made by `jobs` workers where the copy can stand in for it (see sourcecopy). Returns how
-    the files went, for the step's report."""
-    copy = sibling(_target_dir(service, step), "source-copy")
-    transfer = Check("files transferred", True, f"pg_upgrade --{method}")
-    if method == "copy":
-        s = _settings(service)
-        prefix = prefix_of(s, step.from_version or "")
-        started = time.monotonic()
-        why_not = sourcecopy.copy_source(service, src, copy, control_data(service.run, prefix, src), prefix, s.jobs)
-        if why_not is None:
-            took = time.monotonic() - started
-            detail = f"copied by {s.jobs} workers in {took:.1f} s, then pg_upgrade --link from the copy"
-            src, method, transfer = copy, "link", Check(transfer.name, True, detail)
-        else:
-            transfer = Check(transfer.name, True, f"pg_upgrade --copy: the cluster cannot be copied first ({why_not})")
-            service.progress.log(transfer.detail)
-    try:
         with service.progress.task(f"pg_upgrade --{method} {step.from_version} -> {step.to_version}"):
             service.run.run(
                 _pg_upgrade_argv(service, step, src, staging, found, method),
                 cwd=service.private_dir(service.state_dir / "pg_upgrade"),
                 env=_pg_env(service),
             )
-    finally:
-        if src == copy:
-            # the new cluster's files are its own now; a killed pg_upgrade may leave its server
-            stop_stray_server(copy)
-            shutil.rmtree(copy)
-    return transfer
+        _carry_config(src, staging)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # pg_upgrade ran with --no-sync where it has it: its writes reach the disk while the new
+            # cluster is checked
+            synced = pool.submit(_sync, service, staging) if _no_sync(step, method) else None
+            _verify_before_commit(service, step, staging, found.superuser)
+            if synced is not None:
+                synced.result()
+        _sync(service, staging)  # what the checking server wrote (it does not fsync)
+    _note_statistics(service, step, dst)
+    _commit(service, step, src, dst, staging, method)
+    return True
 
 
 def _no_sync(step: Step, method: str) -> bool:
@@ -679,12 +651,11 @@ def _verified_file(service: Service) -> Path:
     return service.state_dir / "verified.json"
 
 
-def _verify_before_commit(service: Service, step: Step, staging: Path, superuser: str, transfer: Check) -> None:
+def _verify_before_commit(service: Service, step: Step, staging: Path, superuser: str) -> None:
     """Start the new cluster on a private server before the commit, update its extensions and
     check it as `verify` would; a failure leaves the data path as it was. This server runs while
     the new cluster is flushed to disk, and `verify` after the commit starts none (see
-    `_record_verified`), and reports the checks with `transfer` (how the files went). The caller
-    syncs the cluster after it."""
+    `_record_verified`). The caller syncs the cluster after it."""
     s = _settings(service)
     # without fsync: its few writes would wait behind the flush of the whole cluster (ext4 orders
     # a journal commit after the data of the files in it); the caller syncs once it stopped
@@ -692,7 +663,7 @@ def _verify_before_commit(service: Service, step: Step, staging: Path, superuser
     with running(service, prefix, staging, _socket(service), s.port, superuser, no_fsync) as server:
         _update_extensions(service, server)
         with service.progress.task("verify the new cluster before the commit"):
-            checks = [transfer, Check("server starts", True, "before the commit")]
+            checks = [Check("server starts", True, "before the commit")]
             checks += _content_checks(service, server, _expected(service))
     _refuse_failed(service, checks, "the new cluster failed verification before the commit")
     _record_verified(service, step, staging, checks)
@@ -811,10 +782,10 @@ def restore(service: Service, backup: BackupRecord) -> bool:
     _staging_marker(service).unlink(missing_ok=True)
     _verified_file(service).unlink(missing_ok=True)
     for base in {s.data_dir, s.source_dir}:
-        for leftover in ("staging", "check", "source-copy"):
-            stop_stray_server(sibling(base, leftover))
+        for directory in (base, sibling(base, "staging"), sibling(base, "check")):
+            stop_stray_server(directory)
+        for leftover in ("staging", "check"):
             shutil.rmtree(sibling(base, leftover), ignore_errors=True)
-        stop_stray_server(base)
     if backup.kind == RETAINED:
         if backup.path.exists():
             _replace_with_copy(service, backup.path, source)

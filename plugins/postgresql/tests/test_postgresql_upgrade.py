@@ -4,15 +4,13 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 
 import pytest
 from conftest import SMALL
 
 from nixos_migrate.model import Step
-from nixos_migrate_postgresql import plugin, sourcecopy
-from nixos_migrate_postgresql.cluster import control_data, sibling
+from nixos_migrate_postgresql import plugin
+from nixos_migrate_postgresql.cluster import control_data
 
 # (from, to, method, layout): `same` keeps one data directory, `split` one per major (NixOS)
 HOPS = [
@@ -62,14 +60,6 @@ def test_upgrade_hop_keeps_every_row(cluster_factory, pg_service, pg_root, old, 
     # no unit starts the service: the statistics were computed at once (18: only the missing ones)
     settled = result.json[0]["settle"]
     assert settled["state"] == "done" and settled["checks"][0]["name"] == "planner statistics", settled
-
-    transfer = verified["files transferred"]["detail"]
-    if method == "copy":
-        # copied in parallel, then linked from the copy: the copy is gone, so every file is the new
-        # cluster's own (a file linked from the old cluster would count two links)
-        assert transfer.startswith("copied by 2 workers") and "--link from the copy" in transfer, transfer
-        assert [f for f in (target / "base").rglob("*") if f.is_file() and f.stat().st_nlink != 1] == []
-    assert not sibling(target, "source-copy").exists()
 
     assert (target / "PG_VERSION").read_text().strip() == new
     if layout == "split":
@@ -172,100 +162,3 @@ def test_verify_takes_the_checks_made_before_the_commit_only_while_the_cluster_h
     checks = {c.name: c for c in plugin.verify(service)}
     assert "recorded check" not in checks and checks["server starts"].detail == ""
     assert checks["content equals the fingerprint before the step"].ok, checks
-
-
-FALLBACKS = {
-    # the server on a copy would run on the old directory, and --link would link the old files
-    "data_directory": lambda source, root: (
-        (source / "postgresql.conf").open("a").write(f"data_directory = '{source}'\n")
-    ),
-    # their files live outside the data directory, where a copy of it still points
-    "tablespace": lambda source, root: None,
-}
-
-
-@pytest.mark.parametrize("case", sorted(FALLBACKS))
-def test_copy_runs_pg_upgrade_copy_on_the_cluster_a_copy_cannot_stand_in_for(
-    cluster_factory, pg_service, pg_root, case
-):
-    source, target = _dirs(pg_root, "15", "16", "split")
-    cluster = cluster_factory("15", source)
-    if case == "tablespace":
-        space = pg_root / "space"
-        space.mkdir()
-        os.chown(space, cluster.user.pw_uid, cluster.user.pw_gid)
-        cluster.start()
-        try:
-            cluster.psql(f"CREATE TABLESPACE space LOCATION '{space}'")
-            cluster.psql("CREATE TABLE far TABLESPACE space AS SELECT generate_series(1, 5000) AS n", "app")
-        finally:
-            cluster.stop()
-    FALLBACKS[case](source, pg_root)
-    before = cluster.offline_content()
-    old_inodes = {f.stat().st_ino for f in source.rglob("*") if f.is_file()}
-    svc = pg_service(target, ("15", "16"), method="copy", old_data_dir=str(source))
-
-    result = svc.cli("16", "up", "--json")
-    assert result.code == 0, result.output
-    verified = {c["name"]: c for c in result.json[0]["steps"][0]["checks"]}
-    transfer = verified["files transferred"]["detail"]
-    why = {"data_directory": f"data_directory = {source}", "tablespace": "it has tablespaces"}[case]
-    assert transfer.startswith("pg_upgrade --copy: the cluster cannot be copied first") and why in transfer, transfer
-    assert verified["content equals the fingerprint before the step"]["ok"], verified
-
-    upgraded = type(cluster)("16", target, cluster.sock, cluster.user)
-    assert upgraded.offline_content() == before
-    new_files = [f for f in target.rglob("*") if f.is_file()]
-    if case == "tablespace":
-        new_files += [f for f in (pg_root / "space").rglob("*") if f.is_file() and "PG_16" in str(f)]
-    assert not {f.stat().st_ino for f in new_files} & old_inodes  # nothing linked from the old cluster
-
-
-def test_copy_takes_a_symlinked_pg_wal_and_leaves_out_the_segments_a_start_does_not_read(
-    cluster_factory, pg_service, pg_root
-):
-    """initdb -X puts pg_wal elsewhere behind a symbolic link: the copy gets a directory of its own
-    (a link would let the server on the copy write into the old cluster's WAL), holding the
-    segment of the shutdown checkpoint and the timeline histories, not the recycled segments."""
-    source, target = _dirs(pg_root, "15", "16", "split")
-    cluster = cluster_factory("15", source)
-    cluster.start()
-    try:
-        for _ in range(4):  # segments for the checkpoint to recycle
-            cluster.psql("CREATE TABLE IF NOT EXISTS churn (n int); INSERT INTO churn VALUES (1)")
-            cluster.psql("SELECT pg_switch_wal()")
-        cluster.psql("CHECKPOINT")
-    finally:
-        cluster.stop()
-    wal = pg_root / "wal"
-    (source / "pg_wal").rename(wal)
-    (source / "pg_wal").symlink_to(wal)
-    segments = sorted(f.name for f in wal.iterdir() if f.is_file())
-    assert len(segments) > 1, segments
-    before = cluster.offline_content()
-    svc = pg_service(target, ("15", "16"), method="copy", old_data_dir=str(source))
-    wal_before = {f.name: f.read_bytes() for f in wal.iterdir() if f.is_file()}
-
-    service = svc.service("16")
-    prefix = cluster.prefix
-    control = control_data(service.run, prefix, source)
-    copy = pg_root / "copy"
-    assert sourcecopy.copy_source(service, source, copy, control, prefix, 2) is None
-    assert (copy / "pg_wal").is_dir() and not (copy / "pg_wal").is_symlink()
-    kept = sorted(f.name for f in (copy / "pg_wal").iterdir() if f.is_file())
-    assert kept == [control.shutdown_segment], kept
-    assert (copy / "pg_wal" / "archive_status").is_dir()
-    on_copy = type(cluster)("15", copy, cluster.sock, cluster.user).start()
-    try:
-        on_copy.psql("INSERT INTO churn SELECT generate_series(1, 10000)")
-    finally:
-        on_copy.stop()
-    # the server on the copy wrote WAL of its own, not into the old cluster's
-    assert {f.name: f.read_bytes() for f in wal.iterdir() if f.is_file()} == wal_before
-    shutil.rmtree(copy)
-
-    result = svc.cli("16", "up", "--json")
-    assert result.code == 0, result.output
-    verified = {c["name"]: c for c in result.json[0]["steps"][0]["checks"]}
-    assert verified["files transferred"]["detail"].startswith("copied by"), verified
-    assert type(cluster)("16", target, cluster.sock, cluster.user).offline_content() == before
