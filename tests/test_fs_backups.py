@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nixos_migrate.fingerprint import tree_entries
+from nixos_migrate.fingerprint import tree_entries, tree_size
 from nixos_migrate.testing import provision
 from nixos_migrate.testing.cli import run_cli
 from nixos_migrate.testing.manifests import ManifestBuilder
@@ -278,3 +278,20 @@ def test_zfs_rollback_after_a_kill_during_backup_destroys_the_snapshot(tmp_path)
     assert (root / "snapshots").read_text() == ""
     assert _data_entries(data) == before
     assert run_cli(manifest, "up", env=env).code == 0
+
+
+def test_tree_size_counts_regular_files_once_and_follows_no_link(tmp_path):
+    """The free-space checks and backup records rest on it: the bytes of the regular files in
+    the tree, none reached through a symbolic link."""
+    root = tmp_path / "data"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "top").write_bytes(b"x" * 1000)
+    (root / "a" / "b" / "deep").write_bytes(b"y" * 234)
+    (root / "a" / "empty").write_bytes(b"")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "big").write_bytes(b"z" * 10_000)
+    (root / "a" / "link-to-dir").symlink_to(outside)
+    (root / "link-to-file").symlink_to(outside / "big")
+    os.mkfifo(root / "fifo")
+    assert tree_size(root) == 1000 + 234

@@ -61,12 +61,19 @@ def tree_digest(root: Path, *, mtimes: bool = False) -> str:
 
 
 def tree_size(root: Path) -> int:
-    """Bytes of regular files below `root` (apparent size)."""
+    """Bytes of regular files below `root` (apparent size); symbolic links are not followed and
+    unreadable directories are skipped, as os.walk does."""
     total = 0
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            with_path = Path(dirpath) / name
-            st = with_path.lstat()
-            if stat.S_ISREG(st.st_mode):
-                total += st.st_size
+    # scandir's entries know their type without a stat: a third of os.walk's time with Paths
+    pending = [os.fspath(root)]
+    while pending:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(entry.path)
+            elif entry.is_file(follow_symlinks=False):
+                total += entry.stat(follow_symlinks=False).st_size
     return total

@@ -35,24 +35,28 @@ class Inspection:
             return None
 
 
+# one question, so one psql call; template1's row holds the locale columns of every major
+# (datlocprovider from 15, datlocale or daticulocale by major)
+_QUESTION = """SELECT json_build_object(
+  'template', (SELECT to_jsonb(d) FROM pg_database d WHERE datname = 'template1'),
+  'encoding', (SELECT pg_encoding_to_char(encoding) FROM pg_database WHERE datname = 'template1'),
+  'databases', (SELECT json_agg(datname ORDER BY datname) FROM pg_database))"""
+
+
 def inspect(server: PrivateServer, control: Control, superuser: str | None) -> Inspection:
     user = server.find_superuser(superuser)
-    with server.connect("postgres", user) as conn:
-        row = conn.execute("SELECT to_jsonb(d) FROM pg_database d WHERE datname = 'template1'").fetchone()
-        template: dict[str, Any] = dict(row[0]) if row and isinstance(row[0], dict) else {}
-        encoding = conn.execute("SELECT pg_encoding_to_char(encoding) FROM pg_database WHERE datname = 'template1'")
-        [enc] = encoding.fetchone() or ("UTF8",)
-        dbs = [str(n) for (n,) in conn.execute("SELECT datname FROM pg_database ORDER BY 1").fetchall()]
+    answer: dict[str, Any] = server.query_json(_QUESTION, user)
+    template: dict[str, Any] = answer.get("template") or {}
     return Inspection(
         superuser=user,
-        encoding=str(enc),
+        encoding=str(answer.get("encoding") or "UTF8"),
         collate=str(template.get("datcollate", "C")),
         ctype=str(template.get("datctype", "C")),
         provider=str(template.get("datlocprovider", "c")),
         provider_locale=template.get("datlocale") or template.get("daticulocale"),
         checksums=control.checksums,
         wal_segment_bytes=control.wal_segment_bytes,
-        databases=dbs,
+        databases=[str(n) for n in answer.get("databases") or []],
     )
 
 

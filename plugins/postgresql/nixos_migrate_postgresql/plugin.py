@@ -46,13 +46,13 @@ from nixos_migrate_postgresql.cluster import (
     stop_stray_server,
 )
 from nixos_migrate_postgresql.inspect import Inspection, initdb_argv, inspect
-from nixos_migrate_postgresql.server import PrivateServer, loading_settings, prefetch_psycopg, private_dir, running
+from nixos_migrate_postgresql.server import PrivateServer, loading_settings, private_dir, running
 from nixos_migrate_postgresql.settings import PostgresSettings
 
 RETAINED = "retained-cluster"
 COPY_LIKE = ("copy", "clone", "copy-file-range", "dump")
 UP_TOOLS = {
-    "old": ("postgres", "pg_controldata"),
+    "old": ("postgres", "pg_controldata", "psql"),
     "new": ("initdb", "pg_upgrade", "postgres", "vacuumdb", "psql", "pg_dumpall", "pg_dump"),
 }
 DOWN_TOOLS = {
@@ -201,7 +201,6 @@ def _inspect_source(
 
 @hookimpl
 def check(service: Service, step: Step) -> list[Check]:
-    prefetch_psycopg()  # the step connects soon
     s = _settings(service)
     checks: list[Check] = []
     tools = UP_TOOLS if step.direction == "up" else DOWN_TOOLS
