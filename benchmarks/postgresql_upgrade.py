@@ -101,17 +101,24 @@ class Bench:
         if dst.exists():
             shutil.rmtree(dst)
         subprocess.run(["cp", "-a", str(src), str(dst)], check=True)
-        os.sync()  # the copy's writeback must not land in the timed run that follows
-        self.warm()
+        self.warm(dst)  # which syncs: the copy's writeback must not land in the timed run that follows
 
-    def warm(self) -> None:
-        """Put the programs every contender runs into the page cache, as the data is: a round
-        writes several times this machine's memory, and whichever contender ran first after that
-        read its binaries from the disk (0.5 s more for a bare `pg_upgrade --copy`, measured)."""
-        for prefix in self.prefix.values():
-            for path in prefix.rglob("*"):
-                if path.is_file():
+    def warm(self, *data: Path) -> None:
+        """Give the contender that runs next the memory every contender has: the page cache is
+        emptied (the machine's memory was full of the earlier runs' files, and whichever
+        contender ran next had the kernel reclaim it while it wrote), then the clusters `data`
+        and the programs every contender runs are read back in (a contender that read its
+        binaries from the disk took 0.5 s more, measured)."""
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")  # clean pages only
+        for tree in [*data, *self.prefix.values()]:
+            for path in tree.rglob("*"):
+                if path.is_file() and not path.is_symlink():
                     path.read_bytes()
+        for prefix in self.prefix.values():
+            for tool in ("postgres", "initdb", "pg_upgrade", "pg_dump", "psql"):
+                # their shared libraries too
+                subprocess.run([prefix / "bin" / tool, "--version"], check=True, capture_output=True)
         warm_imports = "import nixos_migrate.cli, nixos_migrate_postgresql.plugin, psycopg"
         subprocess.run([sys.executable, "-c", warm_imports], check=True)
 
@@ -254,6 +261,7 @@ def run_contenders(
 
     newer = b.fresh("dumpall-down") / "newer"
     b.copy(new, newer)
+    b.warm(new, newer)  # nixos-migrate downgrades `new` itself
 
     def nm_down() -> float:
         seconds = timed(nm, manifest, "down", "bench", "--to", args.old, "--defer-settle")
