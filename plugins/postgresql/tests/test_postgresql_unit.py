@@ -65,3 +65,30 @@ def test_pre_switch_plan_accepts_the_serving_cluster_and_up_stops_its_unit_first
         assert upgraded.content() == before
     finally:
         upgraded.stop()
+
+
+def test_a_superuser_by_another_name_is_refused_naming_the_names_tried_until_configured(
+    cluster_factory, pg_service, pg_root
+):
+    """The plugin asks as `postgres` and as the service's user; a bootstrap superuser renamed
+    away from both is found only through settings.superuser."""
+    cluster = cluster_factory("16", pg_root / "data", sql=SMALL + "; CREATE ROLE helper SUPERUSER LOGIN")
+    cluster.start()
+    try:
+        as_helper = [cluster.prefix / "bin" / "psql", "-X", "-h", cluster.sock, "-p", str(cluster.port), "-c"]
+        cluster.as_user([*as_helper, "ALTER ROLE postgres RENAME TO dba", "-U", "helper", "-d", "postgres"])
+        cluster.as_user([*as_helper, "DROP ROLE helper", "-U", "dba", "-d", "postgres"])
+    finally:
+        cluster.stop()
+    svc = pg_service(pg_root / "data", ("16", "17"))
+
+    refused = svc.cli("17", "plan")
+    assert refused.code != 0, refused.output
+    assert "cannot find the superuser" in refused.stderr and "set settings.superuser" in refused.stderr
+    assert 'role "postgres" does not exist' in refused.stderr, refused.stderr
+
+    svc.settings["superuser"] = "dba"
+    plan = svc.cli("17", "plan", "--json")
+    assert plan.code == 0, plan.output
+    checks = {c["name"]: c for c in plan.json[0]["checks"]}
+    assert checks["pg_upgrade --check"]["ok"], checks
