@@ -242,11 +242,12 @@ def running(
 
 
 def prefetch_psycopg() -> None:
-    """Import psycopg in a thread, from where a connection will follow soon (`check`, a server's
-    start): it takes 0.1-0.2 s of CPU, which then fills time this thread spends waiting for
-    commands, the disk and the server. It is imported where first needed, not when the plugin is
-    loaded (every CLI invocation loads every plugin). An import error is left to the import that
-    needs it."""
+    """Import psycopg in a thread while a private server starts: it takes 0.1-0.2 s of CPU, which
+    then fills time this thread spends waiting for the server and for commands (started earlier,
+    at `check`, it held the interpreter against the check's own work). It is imported where first
+    needed, not when the plugin is loaded (every CLI invocation loads every plugin), and the
+    questions a step asks before `initdb` go through psql (`PrivateServer.query_json`), not
+    through it. An import error is left to the import that needs it."""
     if "psycopg" not in sys.modules:
         threading.Thread(target=_import_psycopg, name="import-psycopg", daemon=True).start()
 
