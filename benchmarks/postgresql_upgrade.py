@@ -97,11 +97,12 @@ class Bench:
         ):
             yield port
 
-    def copy(self, src: Path, dst: Path) -> None:
+    def copy(self, src: Path, dst: Path, *also_warm: Path) -> None:
+        """A fresh copy of the cluster `src` at `dst`, then `warm(dst, *also_warm)`."""
         if dst.exists():
             shutil.rmtree(dst)
         subprocess.run(["cp", "-a", str(src), str(dst)], check=True)
-        self.warm(dst)  # which syncs: the copy's writeback must not land in the timed run that follows
+        self.warm(dst, *also_warm)  # which syncs: the copy's writeback must not land in the timed run that follows
 
     def warm(self, *data: Path) -> None:
         """Give the contender that runs next the memory every contender has: the page cache is
@@ -260,8 +261,7 @@ def run_contenders(
         pair("up copy / pg_upgrade --copy", nm_copy, bare_copy)
 
     newer = b.fresh("dumpall-down") / "newer"
-    b.copy(new, newer)
-    b.warm(new, newer)  # nixos-migrate downgrades `new` itself
+    b.copy(new, newer, new)  # nixos-migrate downgrades `new` itself: in the page cache too
 
     def nm_down() -> float:
         seconds = timed(nm, manifest, "down", "bench", "--to", args.old, "--defer-settle")

@@ -136,7 +136,7 @@ def _hashed_columns(conn: psycopg.Connection[tuple[Any, ...]]) -> dict[str, list
 def _columns_hash(columns: list[tuple[str, int, int]]) -> sql.Composable:
     """The row hash of a table hashed by columns: each column by its type's hash function, seeded
     with its position (equal values in two columns must not cancel out), XORed; NULL as -1 - i."""
-    from psycopg import sql  # imported when first needed: see server.prefetch_psycopg
+    from psycopg import sql  # imported when first needed: see server._prefetch_psycopg
 
     parts = []
     for i, (name, type_oid, element) in enumerate(columns):
@@ -163,7 +163,7 @@ def _table(
     """Row count and hash sum of a table (or of the block range `blocks` of it, or of a repeatable
     `sample` percent of its blocks), hashed by `columns` when given, else as text; a sequence's
     value."""
-    from psycopg import sql  # imported when first needed: see server.prefetch_psycopg
+    from psycopg import sql  # imported when first needed: see server._prefetch_psycopg
 
     ident = sql.Identifier(schema, name)
     with server.connect(db) as conn:

@@ -306,7 +306,7 @@ def _big_tables(ends: _Endpoints, db: str, at_least: int) -> list[tuple[str, str
     name, the columns pg_dump would copy, and whether all of them can go in COPY's binary format
     (`_BINARY_COLUMN`). Partitions stay with pg_dump (it may load them through their root), as do
     tables of extensions (their configuration rows are filtered) and tables without columns."""
-    from psycopg import sql  # imported when first needed: see server.prefetch_psycopg
+    from psycopg import sql  # imported when first needed: see server._prefetch_psycopg
 
     with ends.server.connect(db) as conn:
         generated = sql.SQL(" AND a.attgenerated = ''" if conn.info.server_version >= 120000 else "")

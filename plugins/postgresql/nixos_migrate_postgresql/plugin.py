@@ -710,7 +710,7 @@ def _recorded_checks(service: Service, cluster: Path, major: str) -> list[Check]
 def _update_extensions(service: Service, server: PrivateServer) -> None:
     """`ALTER EXTENSION … UPDATE` where the new major ships a newer version: before the commit,
     because the service's queries may need the new version."""
-    from psycopg import sql  # imported when first needed: see server.prefetch_psycopg
+    from psycopg import sql  # imported when first needed: see server._prefetch_psycopg
 
     with server.connect("postgres") as conn:
         dbs = [

@@ -115,7 +115,7 @@ class PrivateServer:
             [self.prefix / "bin" / "postgres", "-D", self.data_dir, "-p", str(self.port), "-c", f"config_file={conf}"],
             log=self.log,
         )
-        prefetch_psycopg()
+        _prefetch_psycopg()
         problem = wait_ready(self.process, self._ready, START_TIMEOUT)
         if problem is not None:
             self.stop()
@@ -147,7 +147,7 @@ class PrivateServer:
         self.stop()
 
     def connect(self, dbname: str = "postgres", user: str | None = None) -> psycopg.Connection[tuple[object, ...]]:
-        import psycopg  # imported when first needed: see prefetch_psycopg
+        import psycopg  # imported when first needed: see _prefetch_psycopg
 
         conn = psycopg.connect(
             host=str(self.socket_dir),
@@ -241,7 +241,7 @@ def running(
         server.stop()
 
 
-def prefetch_psycopg() -> None:
+def _prefetch_psycopg() -> None:
     """Import psycopg in a thread while a private server starts: it takes 0.1-0.2 s of CPU, which
     then fills time this thread spends waiting for the server and for commands (started earlier,
     at `check`, it held the interpreter against the check's own work). It is imported where first
