@@ -9,8 +9,10 @@ environment of `nixos_migrate.runner` plus:
 - the `environment` setting.
 
 A migration's `backup` script needs a `restore` script; without one, the `paths` setting is
-backed up by copy. A down action without a script restores the backup taken before the
-matching up step (after `--accept-data-loss`).
+backed up by copy. In RFC 155 `backup` and `restore` are written once, under `up`: they describe
+the service's state, whichever way a step goes, so a down action without scripts of its own
+backs up and restores with its migration's `up` scripts. A down action without a script
+restores the backup taken before the matching up step (after `--accept-data-loss`).
 """
 
 from __future__ import annotations
@@ -96,6 +98,15 @@ def _action(service: Service, step: Step) -> Action:
     return m.up if step.direction == "up" else m.down
 
 
+def _backup_scripts(service: Service, step: Step) -> tuple[str | None, str | None]:
+    """The step's backup and restore scripts: its action's, or for a down action that has none,
+    those its migration gives under `up` (the same state is saved and put back)."""
+    action = _action(service, step)
+    if action.backup is None and action.restore is None and step.direction == "down" and "index" in step.data:
+        action = _migration(service, step).up
+    return action.backup, action.restore
+
+
 def _settings(service: Service) -> ScriptsSettings:
     return service.settings  # type: ignore[no-any-return]
 
@@ -132,10 +143,11 @@ def check(service: Service, step: Step) -> list[Check]:
     action = _action(service, step)
     settings = _settings(service)
     checks: list[Check] = []
+    backup_script, restore_script = _backup_scripts(service, step)
     scripts = {
         "script": None if step.via_backup else action.script,
-        "backup": action.backup,
-        "restore": action.restore,
+        "backup": backup_script,
+        "restore": restore_script,
         "verify": settings.verify,
     }
     for role, text in scripts.items():
@@ -143,7 +155,7 @@ def check(service: Service, step: Step) -> list[Check]:
             continue
         result = service.run.run(["bash", "-n"], input=text.encode(), check=False)
         checks.append(Check(f"{role} script parses", result.returncode == 0, result.output.strip()))
-    if action.backup and not action.restore:
+    if backup_script and not restore_script:
         checks.append(
             Check(
                 "backup has a restore script",
@@ -151,11 +163,15 @@ def check(service: Service, step: Step) -> list[Check]:
                 f"migration {_migration(service, step).version}: a backup script needs a restore script",
             )
         )
-    elif not action.backup and not settings.paths:
+    elif not backup_script and not settings.paths:
         checks.append(
-            Check("something to back up", False, "set settings.paths or give the migration backup and restore scripts")
+            Check(
+                "something to back up",
+                False,
+                "set settings.paths or give the migration backup and restore scripts (under up, or under down)",
+            )
         )
-    elif not action.backup:
+    elif not backup_script:
         for choice in map(filebackup.choose, settings.paths):
             checks.append(Check(f"backup of {choice.path}", True, f"{choice.kind}: {choice.why}"))
     return checks
@@ -163,19 +179,19 @@ def check(service: Service, step: Step) -> list[Check]:
 
 @hookimpl
 def backup_size(service: Service, step: Step) -> int | None:
-    if _action(service, step).backup:
+    if _backup_scripts(service, step)[0]:
         return None  # what a script writes is unknown
     return filebackup.estimate(_settings(service).paths)
 
 
 @hookimpl
 def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
-    action = _action(service, step)
-    if action.backup is None:
+    backup_script, restore_script = _backup_scripts(service, step)
+    if backup_script is None:
         return filebackup.backup_paths(_settings(service).paths, dest, service.run, service.progress)
-    _run_script(service, step, action.backup, {"BACKUP": str(dest)})
+    _run_script(service, step, backup_script, {"BACKUP": str(dest)})
     # the restore script travels with the backup: the manifest may change before it is needed
-    return BackupInfo("script", dest, tree_size(dest), tree_digest(dest), {"restore": action.restore})
+    return BackupInfo("script", dest, tree_size(dest), tree_digest(dest), {"restore": restore_script})
 
 
 @hookimpl
