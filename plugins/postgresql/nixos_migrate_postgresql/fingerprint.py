@@ -43,9 +43,12 @@ Fingerprint = dict[str, Any]
 Depth = Literal["full", "sample", "shape"]
 RowHash = Literal["text", "columns"]
 
+#: extra_float_digits = 0: floats as 15 significant digits on every major (with 3, 11 prints 17
+#: digits and 12+ the shortest exact form, so a float row's text differs between them); rows
+#: hashed by columns hash the binary value
 _STABLE_OUTPUT = (
     "SET datestyle = 'ISO, YMD'; SET timezone = 'UTC'; SET intervalstyle = 'postgres';"
-    " SET bytea_output = 'hex'; SET extra_float_digits = 3; SET lc_monetary = 'C'"
+    " SET bytea_output = 'hex'; SET extra_float_digits = 0; SET lc_monetary = 'C'"
 )
 _ROW_HASH = "coalesce(sum(hashtextextended({row}::text, 0)), 0)::text"
 #: built-in types (fixed OIDs since forever) whose extended hash functions are the same on every
@@ -77,12 +80,20 @@ def _database_shape(
             "SELECT n.nspname, c.relname,"
             " CASE WHEN c.relkind = 'm' AND NOT c.relispopulated THEN 'm-unpopulated' ELSE c.relkind::text END"
             " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            f" WHERE c.relkind IN ('r', 'm', 'S', 'v', 'i', 'p', 'f') AND {_USER_SCHEMAS} ORDER BY 1, 2"
+            f" WHERE c.relkind IN ('r', 'm', 'S', 'v', 'i', 'p', 'f') AND {_USER_SCHEMAS}"
+            # an invalid index (a failed CREATE INDEX CONCURRENTLY) is neither carried by pg_upgrade
+            # nor by a dump: it is no content
+            " AND NOT EXISTS (SELECT 1 FROM pg_index x WHERE x.indexrelid = c.oid AND NOT x.indisvalid)"
+            " ORDER BY 1, 2"
         ).fetchall()
         functions = conn.execute(
-            "SELECT n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')'"
+            # by argument types: how the identity arguments print changed (14 shows a procedure's IN)
+            "SELECT p.oid::regprocedure::text"
             f" FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {_USER_SCHEMAS}"
-            " AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e') ORDER BY 1"
+            # extension members, and the constructors the server makes for a range type (deptype i:
+            # pg_upgrade to 14+ adds a multirange and its constructors to an older range type)
+            " AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid"
+            " AND d.deptype IN ('e', 'i')) ORDER BY 1"
         ).fetchall()
         extensions = conn.execute("SELECT extname FROM pg_extension ORDER BY 1").fetchall()
         conn.execute(_STABLE_OUTPUT)

@@ -10,6 +10,7 @@ format where every column's type allows (`_copy_table`).
 
 from __future__ import annotations
 
+import codecs
 import functools
 import os
 import re
@@ -256,6 +257,12 @@ def copy_cluster(
             task.advance()
 
 
+#: the sessions that load a database fire no event trigger (evtenabled 'O', the default): a dump
+#: refreshes materialized views after it created them, and an audit trigger on ddl_command_end
+#: would log the load into the copy, which then differs from its source
+_LOAD_OPTIONS = {"PGOPTIONS": "-c session_replication_role=replica"}
+
+
 def _copy_database(
     service: Service,
     ends: _Endpoints,
@@ -269,22 +276,47 @@ def _copy_database(
     into = ends.psql("target", "postgres" if create else db)
     big = _big_tables(ends, db, direct_above) if direct_above is not None else []
     if not big:
-        service.run.pipeline([ends.dump(db, *create), rewrite(), into])
+        service.run.pipeline([ends.dump(db, *create), rewrite(), into], env=_LOAD_OPTIONS)
         return
     # the schema first, then the rows (the big tables on their own), then indexes, constraints
     # and triggers, as pg_dump orders its sections
-    service.run.pipeline([ends.dump(db, "--section=pre-data", *create), rewrite(), into])
-    rest = [f"--exclude-table-data={_qualified(schema, name)}" for schema, name, *_ in big]
+    service.run.pipeline([ends.dump(db, "--section=pre-data", *create), rewrite(), into], env=_LOAD_OPTIONS)
+    # pg_dump matches its patterns in the database's encoding
+    rest = [in_encoding(f"--exclude-table-data={_qualified(schema, name)}", encoding) for schema, name, *_ in big]
     streams: list[Callable[[], object]] = [
         functools.partial(
-            service.run.pipeline, [ends.dump(db, "--section=data", *rest), rewrite(), ends.psql("target", db)]
+            service.run.pipeline,
+            [ends.dump(db, "--section=data", *rest), rewrite(), ends.psql("target", db)],
+            env=_LOAD_OPTIONS,
         )
     ]
     streams += [functools.partial(_copy_table, service, ends, db, encoding, *table) for table in big]
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         for done in [pool.submit(stream) for stream in streams]:
             done.result()
-    service.run.pipeline([ends.dump(db, "--section=post-data"), rewrite(), ends.psql("target", db)])
+    service.run.pipeline(
+        [ends.dump(db, "--section=post-data"), rewrite(), ends.psql("target", db)], env=_LOAD_OPTIONS
+    )
+
+
+#: PostgreSQL encodings whose Python codec has another name (the rest look up as they are)
+_CODECS = {"SQL_ASCII": "utf-8", "WIN866": "cp866", "WIN874": "cp874", "ISO_8859_5": "iso8859-5",
+           "ISO_8859_6": "iso8859-6", "ISO_8859_7": "iso8859-7", "ISO_8859_8": "iso8859-8", "KOI8R": "koi8-r",
+           "KOI8U": "koi8-u", "EUC_CN": "gb2312", "LATIN5": "iso8859-9", "LATIN6": "iso8859-10",
+           "LATIN7": "iso8859-13", "LATIN8": "iso8859-14", "LATIN9": "iso8859-15", "LATIN10": "iso8859-16",
+           "MULE_INTERNAL": "utf-8", "EUC_JIS_2004": "euc_jis_2004", "EUC_TW": "utf-8"}  # fmt: skip
+
+
+def in_encoding(text: str, encoding: str) -> str:
+    """`text` as an argument whose bytes are in the database's `encoding` (os.fsencode gives them
+    back when the command starts): a session whose client_encoding is that encoding reads its
+    commands in it, and a non-UTF-8 database may have non-ASCII names."""
+    name = _CODECS.get(encoding) or encoding.replace("WIN", "cp").lower()
+    try:
+        raw = text.encode(codecs.lookup(name).name)
+    except (LookupError, UnicodeEncodeError) as exc:
+        raise MigrateError(f"cannot write {text!r} in the database encoding {encoding}: {exc}") from exc
+    return os.fsdecode(raw)
 
 
 #: a type whose values COPY carries in its binary format between any two majors: a built-in base
@@ -352,9 +384,9 @@ def _copy_table(
     listed = ", ".join(_ident(c) for c in columns)
     session = [arg for setting in (*_DUMP_SESSION, f"SET client_encoding = '{encoding}'") for arg in ("-c", setting)]
     to, options = (" (FORMAT binary)", "FORMAT binary, FREEZE") if binary else ("", "FREEZE")
-    read = [*ends.psql("source", db), *session, "-c", f"COPY {table} ({listed}) TO STDOUT{to}"]
+    read = [*ends.psql("source", db), *session, "-c", in_encoding(f"COPY {table} ({listed}) TO STDOUT{to}", encoding)]
     load = ["BEGIN", f"TRUNCATE ONLY {table}", f"COPY {table} ({listed}) FROM STDIN WITH ({options})", "COMMIT"]
-    write = [*ends.psql("target", db), *session, *[arg for statement in load for arg in ("-c", statement)]]
+    write = [*ends.psql("target", db), *session, *[arg for sql in load for arg in ("-c", in_encoding(sql, encoding))]]
     service.run.pipeline([read, write])
 
 

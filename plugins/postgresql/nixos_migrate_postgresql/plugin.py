@@ -33,7 +33,7 @@ from nixos_migrate.errors import MigrateError, UsageError
 from nixos_migrate.fingerprint import tree_size
 from nixos_migrate.hookspecs import hookimpl
 from nixos_migrate.model import BackupInfo, BackupRecord, Check, Direction, Step
-from nixos_migrate_postgresql import fingerprint, logical
+from nixos_migrate_postgresql import fingerprint, logical, tablespaces
 from nixos_migrate_postgresql.cluster import (
     binary,
     control_data,
@@ -238,6 +238,15 @@ def check(service: Service, step: Step) -> list[Check]:
                 "the plugin renames cluster directories; point data_dir at a directory inside",
             )
         )
+    for taken in tablespaces.occupied(tablespaces.locations(src), step.to_version):
+        checks.append(
+            Check(
+                f"tablespace directory {taken} is free",
+                False,
+                f"another PostgreSQL {step.to_version} cluster used this tablespace location, and the new "
+                "cluster's files go there; move the directory away if no cluster needs it",
+            )
+        )
     if dst != src:
         other = major_of(dst)
         checks.append(Check(f"{dst} holds no cluster yet", other is None, f"it holds PostgreSQL {other}"))
@@ -369,7 +378,7 @@ def _pg_upgrade_argv(service: Service, step: Step, src: Path, new: Path, found: 
 def backup_size(service: Service, step: Step) -> int | None:
     if step.data.get("method") in ("link", "swap"):
         found = current_dir(_settings(service))
-        return filebackup.estimate([found]) if found else 0
+        return filebackup.estimate([found, *tablespaces.of_cluster(found, step.from_version or "")]) if found else 0
     return 0  # the untouched source cluster is the backup: it is renamed, not copied
 
 
@@ -394,9 +403,17 @@ def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
     _expected_file(service).write_text(json.dumps(fp))
     sidecar = dest / "fingerprint.json"
     sidecar.unlink(missing_ok=True)
-    detail = {"source": str(src), "major": step.from_version, "fingerprint": fp, "fingerprint_file": str(sidecar)}
+    detail = {
+        "source": str(src),
+        "major": step.from_version,
+        "fingerprint": fp,
+        "fingerprint_file": str(sidecar),
+        "tablespaces": tablespaces.locations(src),
+    }
     if step.data.get("method") in ("link", "swap"):
-        info = filebackup.backup_paths([src], dest, service.run, service.progress)
+        # the tablespaces' files are linked or moved too
+        paths = [src, *tablespaces.of_cluster(src, step.from_version or "")]
+        info = filebackup.backup_paths(paths, dest, service.run, service.progress)
         return BackupInfo(info.kind, info.path, info.size, info.checksum, {**info.detail, **detail})
     retained = dest / "cluster" if same_filesystem(dest, src) else sibling(src, f"retained-{dest.name}")
     # `up`/`down` rename the source there at commit; until then it stays in place, untouched
@@ -480,11 +497,14 @@ def up(service: Service, step: Step) -> bool:
         found = saved or _inspect_source(service, step, src, fingerprint_too=False)[0]
         staging = _initdb_staging(service, step, found)
         with service.progress.task(f"pg_upgrade --{method} {step.from_version} -> {step.to_version}"):
-            service.run.run(
-                _pg_upgrade_argv(service, step, src, staging, found, method),
-                cwd=service.private_dir(service.state_dir / "pg_upgrade"),
-                env=_pg_env(service),
-            )
+            try:
+                service.run.run(
+                    _pg_upgrade_argv(service, step, src, staging, found, method),
+                    cwd=service.private_dir(service.state_dir / "pg_upgrade"),
+                    env=_pg_env(service),
+                )
+            except MigrateError as exc:
+                raise _with_pg_upgrade_logs(service, staging, exc) from exc
         _carry_config(src, staging)
         with ThreadPoolExecutor(max_workers=1) as pool:
             # pg_upgrade ran with --no-sync where it has it: its writes reach the disk while the new
@@ -497,6 +517,24 @@ def up(service: Service, step: Step) -> bool:
     _note_statistics(service, step, dst)
     _commit(service, step, src, dst, staging, method)
     return True
+
+
+def _with_pg_upgrade_logs(service: Service, staging: Path, exc: MigrateError) -> MigrateError:
+    """pg_upgrade writes its logs into the new cluster, which the restore removes: keep them in
+    the service's log directory, and quote the end of the log that names the cause."""
+    logs = staging / "pg_upgrade_output.d"
+    if not logs.is_dir():
+        return exc
+    kept = service.state_dir / "logs" / f"pg_upgrade-{time.strftime('%Y%m%dT%H%M%S')}"
+    shutil.rmtree(kept, ignore_errors=True)
+    shutil.copytree(logs, kept)
+    tail = ""
+    for log in sorted(kept.rglob("*.log"), key=lambda f: f.stat().st_mtime, reverse=True):
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        if any("error" in line.lower() for line in lines[-10:]):
+            tail = f"\nthe end of {log.name}:\n" + "\n".join(lines[-6:])
+            break
+    return MigrateError(f"{exc.message}{tail}", hint=f"pg_upgrade's logs are kept in {kept}")
 
 
 def _no_sync(step: Step, method: str) -> bool:
@@ -630,7 +668,11 @@ def _commit(service: Service, step: Step, src: Path, dst: Path, staging: Path, m
         retained = Path(marker["path"])
         retained.parent.mkdir(parents=True, exist_ok=True)
         src.rename(retained)
+        # its tablespace directories go with it: the locations now serve the new cluster
+        tablespaces.detach(retained, step.from_version or "")
+        old_tablespace_dirs: list[Path] = []
     else:
+        old_tablespace_dirs = tablespaces.of_cluster(src, step.from_version or "")
         garbage = sibling(src, "replaced")
         if garbage.exists():
             shutil.rmtree(garbage)
@@ -639,7 +681,10 @@ def _commit(service: Service, step: Step, src: Path, dst: Path, staging: Path, m
         dst.rmdir()  # checked empty before the step
     staging.rename(dst)
     if method not in COPY_LIKE:
-        shutil.rmtree(sibling(src, "replaced"))  # its files now belong to the new cluster or are gone
+        # its files now belong to the new cluster or are gone; the file backup holds them
+        shutil.rmtree(sibling(src, "replaced"))
+        for directory in old_tablespace_dirs:
+            shutil.rmtree(directory)
 
 
 def _retained_marker(service: Service) -> Path:
@@ -718,6 +763,8 @@ def _update_extensions(service: Service, server: PrivateServer) -> None:
         ]
     for db in dbs:
         with server.connect(db) as conn:
+            # no event trigger fires for the update (an audit trigger would log it into the data)
+            conn.execute("SET session_replication_role = replica")
             rows = conn.execute(
                 "SELECT e.extname FROM pg_extension e JOIN pg_available_extensions a ON a.name = e.extname"
                 " WHERE a.default_version IS DISTINCT FROM e.extversion"
@@ -778,6 +825,7 @@ def settle(service: Service) -> list[Check] | None:
 def restore(service: Service, backup: BackupRecord) -> bool:
     s = _settings(service)
     source = Path(str(backup.detail["source"]))
+    places = {str(k): str(v) for k, v in dict(backup.detail.get("tablespaces") or {}).items()}
     _staging_marker(service).unlink(missing_ok=True)
     _verified_file(service).unlink(missing_ok=True)
     for base in {s.data_dir, s.source_dir}:
@@ -785,9 +833,13 @@ def restore(service: Service, backup: BackupRecord) -> bool:
             stop_stray_server(directory)
         for leftover in ("staging", "check"):
             shutil.rmtree(sibling(base, leftover), ignore_errors=True)
+    if backup.step.to_version != backup.step.from_version:
+        # what the step wrote into the tablespace locations (check found them free before it)
+        tablespaces.remove_major(places, backup.step.to_version)
     if backup.kind == RETAINED:
         if backup.path.exists():
             _replace_with_copy(service, backup.path, source)
+            tablespaces.reattach(source, places)
         elif major_of(source) != backup.detail.get("major"):
             raise MigrateError(
                 f"backup {backup.id}: the retained cluster {backup.path} is gone and {source} "
@@ -797,7 +849,7 @@ def restore(service: Service, backup: BackupRecord) -> bool:
         filebackup.restore_paths(backup, service.run, service.progress)
     for other in {s.data_dir, s.source_dir} - {source}:
         if major_of(other) is not None:
-            shutil.rmtree(other)  # the cluster the failed or undone step produced
+            tablespaces.remove_cluster(other, major_of(other))  # the cluster the failed or undone step produced
     _expected_file(service).write_text(json.dumps(_backup_fingerprint(backup)))
     return True
 
@@ -808,7 +860,7 @@ def _replace_with_copy(service: Service, retained: Path, source: Path) -> None:
         aside = sibling(source, "replaced")
         shutil.rmtree(aside, ignore_errors=True)
         source.rename(aside)
-        shutil.rmtree(aside)
+        tablespaces.remove_cluster(aside, major_of(aside))
     service.run.run(["cp", "-a", "--reflink=auto", "--", str(retained), str(source)], as_root=True)
 
 
@@ -875,9 +927,18 @@ def _compare_expected(expected: dict[str, Any] | None, fp: Any) -> list[Check]:
     return [Check("content equals the fingerprint before the step", not diffs, "; ".join(diffs) or detail)]
 
 
+# amcheck's SQLSTATEs for damage it found (index_corrupted, data_corrupted); any other error means
+# the check could not run on that index, which says nothing about the data
+CORRUPTION = ("XX001", "XX002")
+
+
 def _amcheck(server: PrivateServer, max_blocks: int | None = None) -> list[Check]:
-    """B-tree structure of every user index (of those up to `max_blocks`, when given), with amcheck
-    created in a rolled-back transaction."""
+    """B-tree structure of every user index amcheck can check (of those up to `max_blocks`, when
+    given), with amcheck created in a rolled-back transaction. Only leaf b-tree indexes with storage
+    of their own are checked: a partitioned table's index (relkind I) has none, an unlogged or
+    temporary one may have none here, an invalid one is not maintained; they are counted and named
+    in the detail. An index amcheck refuses (an error that reports no corruption) is counted too,
+    never a failure of the data."""
     with server.connect("postgres") as conn:
         available = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'amcheck'").fetchone()
         dbs = [
@@ -885,22 +946,34 @@ def _amcheck(server: PrivateServer, max_blocks: int | None = None) -> list[Check
         ]
     if not available:
         return [Check("amcheck", True, "not available in this build; skipped")]
-    checked, skipped, problems = 0, 0, []
+    checked, too_big, problems = 0, 0, []
+    uncheckable: dict[str, int] = {}
+    refused: list[str] = []
     for db in dbs:
         with server.connect(db) as conn:
             conn.autocommit = False
             try:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
                 indexes = conn.execute(
-                    "SELECT c.oid::regclass::text, pg_relation_size(c.oid) / current_setting('block_size')::int"
+                    "SELECT c.oid::regclass::text, CASE"
+                    "   WHEN c.relkind <> 'i' THEN 'partitioned'"
+                    "   WHEN c.relpersistence = 'u' THEN 'unlogged'"
+                    "   WHEN c.relpersistence = 't' THEN 'temporary'"
+                    "   WHEN NOT (i.indisvalid AND i.indisready) THEN 'invalid' END,"
+                    " CASE WHEN c.relkind = 'i' AND c.relpersistence = 'p'"
+                    "   THEN pg_relation_size(c.oid) / current_setting('block_size')::int END"
                     " FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
                     " JOIN pg_am a ON a.oid = c.relam JOIN pg_namespace n ON n.oid = c.relnamespace"
-                    " WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready AND c.relpersistence <> 't'"
+                    " WHERE a.amname = 'btree'"
                     " AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'"
+                    " AND n.nspname !~ '^pg_temp'"
                 ).fetchall()
-                for index, blocks in indexes:
+                for index, why_not, blocks in indexes:
+                    if why_not is not None:
+                        uncheckable[str(why_not)] = uncheckable.get(str(why_not), 0) + 1
+                        continue
                     if max_blocks is not None and int(str(blocks)) > max_blocks:
-                        skipped += 1
+                        too_big += 1
                         continue
                     try:
                         conn.execute("SAVEPOINT idx")
@@ -910,11 +983,20 @@ def _amcheck(server: PrivateServer, max_blocks: int | None = None) -> list[Check
                         checked += 1
                     except Exception as exc:
                         conn.execute("ROLLBACK TO SAVEPOINT idx")
-                        problems.append(f"{db}: {index}: {str(exc).strip()}")
+                        message = f"{db}: {index}: {str(exc).strip()}"
+                        if getattr(exc, "sqlstate", None) in CORRUPTION:
+                            problems.append(message)
+                        else:
+                            refused.append(message)
             finally:
                 conn.rollback()
     detail = f"{checked} indexes"
-    if skipped:
+    if uncheckable:
+        kinds = ", ".join(f"{n} {why}" for why, n in sorted(uncheckable.items()))
+        detail += f"; not checkable, skipped: {kinds}"
+    if refused:
+        detail += f"; {len(refused)} amcheck could not check: " + "; ".join(refused[:3])
+    if too_big:
         # physical copies: their files are the old ones; a plain `verify` checks them all
-        detail += f"; {skipped} larger than {max_blocks} blocks left to a plain `nixos-migrate verify`"
+        detail += f"; {too_big} larger than {max_blocks} blocks left to a plain `nixos-migrate verify`"
     return [Check("amcheck of b-tree indexes", not problems, "; ".join(problems[:5]) or detail)]

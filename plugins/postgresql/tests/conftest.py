@@ -7,7 +7,7 @@ plugin sums row hashes), so a bug in one cannot hide in the other.
 
 from __future__ import annotations
 
-import hashlib
+import difflib
 import os
 import pwd
 import shutil
@@ -28,43 +28,130 @@ from nixos_migrate.testing.cli import CliResult, run_cli
 from nixos_migrate.testing.manifests import ManifestBuilder
 from nixos_migrate_postgresql import scratch
 
-LIVED_IN = r"""
-CREATE ROLE app_owner;
-CREATE ROLE reader LOGIN CONNECTION LIMIT 5;
-CREATE DATABASE app OWNER app_owner;
-CREATE DATABASE legacy ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0;
-\connect app
-CREATE SCHEMA sales AUTHORIZATION app_owner;
-CREATE SCHEMA hr;
-CREATE SEQUENCE sales.invoice_no START 1000;
-SELECT setval('sales.invoice_no', 4242);
-CREATE TABLE sales.orders (
-  id bigserial PRIMARY KEY,
-  customer text NOT NULL,
-  amount numeric(12, 2) NOT NULL,
-  created timestamptz NOT NULL,
-  tags text[],
-  payload jsonb
-);
-INSERT INTO sales.orders (customer, amount, created, tags, payload)
-SELECT (ARRAY['Zoë', 'Łukasz', '東京 Ltd', 'Ñandú', 'O''Brien'])[1 + i % 5] || ' #' || i,
-       (i % 9973) / 7.0, timestamptz '2024-01-01 00:00:00+00' + i * interval '37 seconds',
-       ARRAY['t' || (i % 7), 'ü'], jsonb_build_object('i', i, 'even', i % 2 = 0)
-FROM generate_series(1, 100000) AS i;
-CREATE INDEX orders_created ON sales.orders (created);
-CREATE INDEX orders_customer_lower ON sales.orders (lower(customer));
-CREATE VIEW sales.big_orders AS SELECT * FROM sales.orders WHERE amount > 1000;
-CREATE MATERIALIZED VIEW sales.daily AS
-  SELECT date_trunc('day', created) AS day, count(*) AS n, sum(amount) AS total FROM sales.orders GROUP BY 1;
-CREATE TABLE hr.people (name text PRIMARY KEY, note text, photo bytea);
-INSERT INTO hr.people VALUES
-  ('Zoë', 'naïve café', '\x00ff10'), ('Łukasz', 'Gdańsk', NULL), ('東京', '日本語', '\xdeadbeef');
-CREATE FUNCTION hr.greet(who text) RETURNS text LANGUAGE plpgsql AS $$ BEGIN RETURN 'hello ' || who; END $$;
-SELECT lo_from_bytea(0, convert_to(repeat('large object ' || g, 2000), 'UTF8')) FROM generate_series(1, 3) g;
-GRANT SELECT ON ALL TABLES IN SCHEMA sales TO reader;
-\connect legacy
-CREATE TABLE kunden (name text, stadt text);
-INSERT INTO kunden VALUES ('Müller', 'Köln'), ('Café Français', 'Besançon');
+from corpus import FEATURES_SQL, Features, kitchen_sink
+
+KITCHEN_SINK = "kitchen-sink"  # make_cluster's default: the corpus for the cluster's major
+
+# One line per object, sorted: every user relation with its kind, tablespace and persistence;
+# columns; constraints, indexes (valid ones: neither pg_upgrade nor a dump carries an invalid
+# one), views (by what they read: 16 prints their definitions otherwise), rules, triggers, policies, functions, types, enum labels in their order, event
+# triggers, publications, extensions, foreign servers, collations, text search configurations,
+# comments, privileges. Extension members are left out (an update may change them).
+SCHEMA_SQL = r"""
+WITH user_ns AS (
+  SELECT oid, nspname FROM pg_namespace
+  WHERE nspname NOT IN ('pg_catalog', 'information_schema') AND nspname !~ '^pg_(toast|temp)'
+), ext_member AS (SELECT classid, objid FROM pg_depend WHERE deptype = 'e')
+SELECT string_agg(line, E'\n' ORDER BY line COLLATE "C") FROM (
+  SELECT 'rel ' || c.oid::regclass || ' ' || c.relkind::text || ' ' || c.relpersistence::text || ' '
+         || coalesce(t.spcname, '-') || ' ' || coalesce(array_to_string(c.reloptions, ','), '')
+         || ' rls=' || c.relrowsecurity::text || '/' || c.relforcerowsecurity::text
+         || ' owner=' || pg_get_userbyid(c.relowner) || ' acl=' || coalesce((
+              SELECT string_agg(pg_get_userbyid(x.grantee) || ':' || x.privilege_type, ',' ORDER BY 1)
+              FROM aclexplode(c.relacl) x WHERE x.privilege_type <> 'MAINTAIN'), '')
+    AS line
+  FROM pg_class c JOIN user_ns n ON n.oid = c.relnamespace LEFT JOIN pg_tablespace t ON t.oid = c.reltablespace
+  WHERE (c.tableoid, c.oid) NOT IN (SELECT * FROM ext_member)
+    AND NOT (c.relkind IN ('i', 'I') AND c.oid IN (SELECT indexrelid FROM pg_index WHERE NOT indisvalid))
+  UNION ALL
+  SELECT 'col ' || a.attrelid::regclass || '.' || quote_ident(a.attname) || ' '
+         || format_type(a.atttypid, a.atttypmod) || ' notnull=' || a.attnotnull::text || ' identity=' || a.attidentity::text
+         || ' generated=' || {generated} || ' collation=' || coalesce(co.collname, '-')
+         || ' default=' || coalesce(pg_get_expr(d.adbin, d.adrelid), '-')
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN user_ns n ON n.oid = c.relnamespace
+  LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+  LEFT JOIN pg_collation co ON co.oid = a.attcollation AND a.attcollation <> 100
+  WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'c')
+    AND (c.tableoid, c.oid) NOT IN (SELECT * FROM ext_member)
+  UNION ALL
+  SELECT 'constraint ' || coalesce(conrelid::regclass::text, contypid::regtype::text) || ' ' || conname || ' '
+         || pg_get_constraintdef(co.oid) || ' deferrable=' || condeferrable::text || '/' || condeferred::text
+  FROM pg_constraint co JOIN user_ns n ON n.oid = co.connamespace
+  WHERE co.contype <> 'n'
+  UNION ALL
+  SELECT 'index ' || pg_get_indexdef(i.indexrelid)
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN user_ns n ON n.oid = c.relnamespace
+  WHERE i.indisvalid AND (c.tableoid, c.oid) NOT IN (SELECT * FROM ext_member)
+  UNION ALL
+  SELECT 'view ' || c.oid::regclass || ' reads ' || (
+    SELECT string_agg(DISTINCT d.refobjid::regclass || coalesce('.' || a.attname, ''), ',')
+    FROM pg_rewrite r JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+    LEFT JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid AND d.refobjsubid > 0
+    WHERE r.ev_class = c.oid AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> c.oid)
+  FROM pg_class c JOIN user_ns n ON n.oid = c.relnamespace WHERE c.relkind IN ('v', 'm')
+  UNION ALL
+  SELECT 'rule ' || regexp_replace(pg_get_ruledef(r.oid), '\s+', ' ', 'g')
+  FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN user_ns n ON n.oid = c.relnamespace
+  WHERE r.rulename <> '_RETURN'
+  UNION ALL
+  SELECT 'trigger ' || replace(pg_get_triggerdef(t.oid), 'EXECUTE PROCEDURE', 'EXECUTE FUNCTION') || ' enabled=' || t.tgenabled::text
+  FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN user_ns n ON n.oid = c.relnamespace
+  WHERE NOT t.tgisinternal
+  UNION ALL
+  SELECT 'policy ' || p.polrelid::regclass || ' ' || p.polname || ' ' || p.polcmd::text || ' '
+         || coalesce(pg_get_expr(p.polqual, p.polrelid), '-') || ' '
+         || coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '-') || ' ' || p.polroles::regrole[]::text
+  FROM pg_policy p
+  UNION ALL
+  SELECT 'function ' || p.oid::regprocedure || ' ' || p.prokind::text || ' returns ' || pg_get_function_result(p.oid)
+         || ' lang=' || l.lanname || ' ' || md5(coalesce(p.prosrc, '')) || ' volatile=' || p.provolatile::text
+         || ' owner=' || pg_get_userbyid(p.proowner)
+  FROM pg_proc p JOIN user_ns n ON n.oid = p.pronamespace JOIN pg_language l ON l.oid = p.prolang
+  WHERE (p.tableoid, p.oid) NOT IN (SELECT * FROM ext_member)
+    -- the constructors the server makes for a range type (pg_upgrade to 14+ adds a multirange's)
+    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = p.tableoid AND d.objid = p.oid AND d.deptype = 'i')
+  UNION ALL
+  SELECT 'type ' || t.oid::regtype || ' ' || t.typtype::text || ' ' || coalesce(format_type(t.typbasetype, t.typtypmod), '')
+  FROM pg_type t JOIN user_ns n ON n.oid = t.typnamespace
+  WHERE t.typtype IN ('e', 'd', 'c', 'r') AND (t.tableoid, t.oid) NOT IN (SELECT * FROM ext_member)
+    AND (t.typtype <> 'c' OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')
+  UNION ALL
+  SELECT 'enum ' || enumtypid::regtype || ' '
+         || string_agg(enumlabel, ',' ORDER BY enumsortorder)
+  FROM pg_enum GROUP BY enumtypid
+  UNION ALL
+  SELECT 'event trigger ' || evtname || ' ' || evtevent || ' ' || evtfoid::regproc || ' ' || evtenabled::text
+  FROM pg_event_trigger
+  UNION ALL
+  SELECT 'publication ' || p.pubname || ' all=' || p.puballtables::text || ' '
+         || coalesce((SELECT string_agg(pr.prrelid::regclass::text, ',' ORDER BY pr.prrelid::regclass::text)
+                      FROM pg_publication_rel pr WHERE pr.prpubid = p.oid), '')
+  FROM pg_publication p
+  UNION ALL
+  SELECT 'extension ' || extname || ' in ' || extnamespace::regnamespace FROM pg_extension
+  UNION ALL
+  SELECT 'server ' || srvname || ' ' || coalesce(array_to_string(ARRAY(SELECT unnest(srvoptions) ORDER BY 1), ','), '')
+  FROM pg_foreign_server
+  UNION ALL
+  SELECT 'user mapping ' || srvname || ' ' || usename || ' '
+         || coalesce(array_to_string(ARRAY(SELECT unnest(umoptions) ORDER BY 1), ','), '')
+  FROM pg_user_mappings
+  UNION ALL
+  SELECT 'foreign table ' || ftrelid::regclass || ' ' || array_to_string(ARRAY(SELECT unnest(ftoptions) ORDER BY 1), ',')
+  FROM pg_foreign_table
+  UNION ALL
+  SELECT 'collation ' || c.collnamespace::regnamespace || '.' || quote_ident(c.collname) || ' ' || c.collprovider::text
+  FROM pg_collation c JOIN user_ns n ON n.oid = c.collnamespace
+  UNION ALL
+  SELECT 'ts config ' || c.oid::regconfig || ' '
+         || (SELECT string_agg(m.maptokentype || ':' || m.mapdict::regdictionary, ',' ORDER BY m.maptokentype, m.mapseqno)
+             FROM pg_ts_config_map m WHERE m.mapcfg = c.oid)
+  FROM pg_ts_config c JOIN user_ns n ON n.oid = c.cfgnamespace
+  UNION ALL
+  SELECT 'statistics ' || s.stxnamespace::regnamespace || '.' || s.stxname || ' ' || s.stxkind::text
+  FROM pg_statistic_ext s
+  UNION ALL
+  SELECT 'comment ' || d.classoid::regclass || ' ' || pg_describe_object(d.classoid, d.objoid, d.objsubid)
+         || ' ' || d.description
+  FROM pg_description d
+  WHERE d.objoid >= 16384 AND (d.classoid, d.objoid) NOT IN (SELECT * FROM ext_member)
+  UNION ALL
+  SELECT 'default acl ' || pg_get_userbyid(defaclrole) || ' ' || defaclobjtype::text || ' ' || defaclacl::text
+  FROM pg_default_acl
+  UNION ALL
+  SELECT 'schema ' || nspname || ' owner=' || pg_get_userbyid(nspowner) || ' acl=' || coalesce(nspacl::text, '')
+  FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema') AND nspname !~ '^pg_(toast|temp)'
+) lines
 """
 
 SMALL = r"""
@@ -125,47 +212,72 @@ class Cluster:
         )
 
     def content(self) -> str:
-        """Independent digest of roles, databases and every table's rows (server must run)."""
-        h = hashlib.sha256()
-        h.update(
-            self.psql(
+        """Independent digest of roles, tablespaces, databases, every table's rows and every
+        object's definition (server must run): a text, one line per part, so that a failed
+        comparison shows which part differs."""
+        lines = [
+            "roles " + self.psql(
                 "SELECT rolname, rolsuper, rolcanlogin, rolconnlimit FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1"
-            ).encode()
-        )
+            ).replace("\n", " "),
+            "tablespaces "
+            + self.psql("SELECT spcname, pg_tablespace_location(oid) FROM pg_tablespace ORDER BY 1").replace("\n", " "),
+        ]
         dbs = self.psql(
             "SELECT datname || ':' || pg_encoding_to_char(encoding) FROM pg_database"
             " WHERE datname <> 'template0' ORDER BY 1"
-        ).split()
-        h.update(" ".join(dbs).encode())
-        for db in (d.split(":")[0] for d in dbs):
+        ).splitlines()
+        lines.append("databases " + " ".join(dbs))
+        # floats as 15 digits: with more, 11 prints 17 digits and 12+ the shortest exact form
+        settings = "SET datestyle='ISO, YMD'; SET timezone='UTC'; SET extra_float_digits=0; SET bytea_output='hex';"
+        for db in (d.rsplit(":", 1)[0] for d in dbs):
             tables = self.psql(
                 "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c"
-                " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'm')"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'm') AND c.relispopulated"
                 " AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast' ORDER BY 1",
                 db,
-            ).split()
-            settings = "SET datestyle='ISO, YMD'; SET timezone='UTC'; SET extra_float_digits=3; SET bytea_output='hex';"
-            for table in tables:
-                h.update(f"{db}.{table}".encode())
-                h.update(
-                    self.psql(
-                        f"{settings} SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY"
-                        f" t::text COLLATE \"C\"), '')) FROM {table} t",
-                        db,
-                    ).encode()
-                )
-            h.update(
-                self.psql(
+            ).splitlines()
+            rows = "".join(
+                f"SELECT '{table.replace(chr(39), chr(39) * 2)}', count(*), md5(coalesce(string_agg(t::text, '|'"
+                f' ORDER BY t::text COLLATE "C"), \'\')) FROM ONLY {table} t;\n'
+                for table in tables
+            )
+            lines += [f"{db} rows {line}" for line in self.psql(settings + rows, db).splitlines()]
+            lines.append(
+                f"{db} large objects "
+                + self.psql(
                     "SELECT count(*), md5(coalesce(string_agg(md5(lo_get(oid)), ',' ORDER BY oid), ''))"
                     " FROM pg_largeobject_metadata",
                     db,
-                ).encode()
+                ).strip()
             )
-            for seq in self.psql(
+            lines += [f"{db} {line}" for line in self.schema(db).splitlines()]
+            sequences = self.psql(
                 "SELECT quote_ident(schemaname) || '.' || quote_ident(sequencename) FROM pg_sequences ORDER BY 1", db
-            ).split():
-                h.update(self.psql(f"SELECT last_value, is_called FROM {seq}", db).encode())
-        return h.hexdigest()
+            ).splitlines()
+            lines += [
+                f"{db} sequence {seq} {self.psql(f'SELECT last_value, is_called FROM {seq}', db).strip()}"
+                for seq in sequences
+            ]
+        return "\n".join(lines)
+
+    def features(self) -> Features:
+        extensions, icu = self.psql(FEATURES_SQL).split("\n")[:2]
+        return Features(frozenset(extensions.split(",")), int(icu) > 0)
+
+    def make_tablespace(self) -> Path:
+        """The second tablespace's directory: beside the data directory, as tablespaces must be."""
+        where = self.data.parent / f"{self.data.name}.tblspc"
+        where.mkdir()
+        os.chown(where, self.user.pw_uid, self.user.pw_gid)
+        return where
+
+    def schema(self, db: str) -> str:
+        """The database's objects and their definitions, from the catalogs: what pg_upgrade and a
+        dump must carry beside the rows. Definitions are printed by the server (pg_get_*def), so
+        a newer major's printer must read the same as the older's: it does for these, 11-18."""
+        version = int(self.psql("SHOW server_version_num", db))
+        generated = "a.attgenerated::text" if version >= 120000 else "''"
+        return self.psql(SCHEMA_SQL.replace("{generated}", generated), db)
 
     def offline_content(self) -> str:
         self.start()
@@ -202,7 +314,7 @@ def pg_root(tmp_path: Path, pg_user: pwd.struct_passwd, short_dir: Path) -> Path
 
 
 def make_cluster(
-    root: Path, user: pwd.struct_passwd, major: str, data: Path, sql: str | None = LIVED_IN, checksums: bool = False
+    root: Path, user: pwd.struct_passwd, major: str, data: Path, sql: str | None = KITCHEN_SINK, checksums: bool = False
 ) -> Cluster:
     cluster = Cluster(major, data, root / "sock", user)
     data.parent.mkdir(parents=True, exist_ok=True)
@@ -211,6 +323,8 @@ def make_cluster(
     if sql:
         cluster.start()
         try:
+            if sql == KITCHEN_SINK:
+                sql = kitchen_sink(int(major), cluster.make_tablespace(), cluster.features())
             cluster.psql(sql)
         finally:
             cluster.stop()
@@ -221,7 +335,7 @@ def make_cluster(
 def cluster_factory(pg_root: Path, pg_user: pwd.struct_passwd) -> Iterator[Callable[..., Cluster]]:
     made: list[Cluster] = []
 
-    def make(major: str, data: Path | None = None, sql: str | None = LIVED_IN, **kw: Any) -> Cluster:
+    def make(major: str, data: Path | None = None, sql: str | None = KITCHEN_SINK, **kw: Any) -> Cluster:
         cluster = make_cluster(pg_root, pg_user, major, data or pg_root / "data", sql, **kw)
         made.append(cluster)
         return cluster
@@ -296,3 +410,11 @@ def pg_service(
         return PgService(pg_root, manifest_builder, s, pg_user.pw_name)
 
     return make
+
+
+def pytest_assertrepr_compare(op: str, left: object, right: object) -> list[str] | None:
+    """Two `Cluster.content()` texts that differ: the lines that differ, not pytest's truncation."""
+    if op == "==" and isinstance(left, str) and isinstance(right, str) and left.startswith("roles "):
+        diff = difflib.unified_diff(right.splitlines(), left.splitlines(), "expected", "found", n=0, lineterm="")
+        return ["cluster contents differ:", *[line[:300] for line in list(diff)[2:60]]]
+    return None

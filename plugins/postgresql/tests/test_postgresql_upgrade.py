@@ -115,7 +115,7 @@ def test_extensions_are_updated_to_the_new_majors_version(cluster_factory, pg_se
     cluster = cluster_factory("16", pg_root / "data")
     cluster.start()
     try:
-        cluster.psql("CREATE EXTENSION amcheck", "app")
+        cluster.psql("CREATE EXTENSION IF NOT EXISTS amcheck", "app")
         before = cluster.psql("SELECT extversion FROM pg_extension WHERE extname = 'amcheck'", "app").strip()
     finally:
         cluster.stop()
