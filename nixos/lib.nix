@@ -102,6 +102,23 @@ let
         down = action "${path}.down" (m.down or { });
       };
 
+  # a service's values over its plugin's defaults (`defaults.<plugin>`, which the plugin's NixOS
+  # fragment takes from the nixpkgs service): unit and user where the service sets none, settings
+  # key by key. One path for every spelling of a service.
+  withDefaults =
+    defaults: name: svc:
+    let
+      plugin = if (svc.plugin or null) != null then svc.plugin else name;
+      d = defaults.${plugin} or { };
+      given = k: (svc.${k} or null) != null;
+    in
+    svc
+    // {
+      unit = if given "unit" then svc.unit else d.unit or null;
+      user = if given "user" then svc.user else d.user or null;
+      settings = (d.settings or { }) // (svc.settings or { });
+    };
+
   service =
     names: name: svc:
     let
@@ -131,7 +148,8 @@ let
         migrations = imap0 (migration name) (svc.migrations or [ ]);
       };
 
-  enabledServices = cfg: filterAttrs (_: svc: svc.enable or true) (cfg.services or { });
+  enabledServices =
+    cfg: mapAttrs (withDefaults (cfg.defaults or { })) (filterAttrs (_: svc: svc.enable or true) (cfg.services or { }));
 in
 rec {
   inherit dateProblem;
@@ -150,6 +168,15 @@ rec {
     };
 
   manifestJSON = cfg: toJSON (manifest cfg);
+
+  # the NixOS fragments of the plugins in `dir`: every <plugin>/nixos.nix there
+  fragments =
+    dir:
+    filter builtins.pathExists (
+      map (name: dir + "/${name}/nixos.nix") (
+        attrNames (filterAttrs (_: kind: kind == "directory") (builtins.readDir dir))
+      )
+    );
 
   unitName = name: "nixos-migrate-${name}";
 
@@ -251,46 +278,4 @@ rec {
           ;;
       esac
     '';
-
-  # PostgreSQL convenience: the postgresql service of the manifest, filled from
-  # services.postgresql (its data directory, the package map with the current and previous
-  # majors, the postgres user and unit)
-  postgresqlService =
-    {
-      current,
-      packages,
-      dataDir,
-      oldDataDir ? null,
-      method ? "auto",
-      autoApply ? false,
-      accept ? [ ],
-      settings ? { },
-    }:
-    let
-      majors = attrNames packages;
-      others = filter (m: m != current) majors;
-      newest = foldl' (best: m: if best == null || number m > number best then m else best) null;
-      # the data of the nearest other major, where NixOS keeps it (/var/lib/postgresql/<major>)
-      defaultOld =
-        let
-          older = filter (m: number m < number current) others;
-          pick = if older != [ ] then newest older else newest others;
-        in
-        if pick == null then null else "/var/lib/postgresql/${pick}";
-    in
-    if !(packages ? ${current}) then
-      fail "postgresql" "the package map lacks the current major ${current}"
-    else
-      {
-        plugin = "postgresql";
-        target = current;
-        unit = "postgresql.service";
-        user = "postgres";
-        inherit accept autoApply;
-        settings = compact {
-          data_dir = dataDir;
-          old_data_dir = if oldDataDir != null then oldDataDir else defaultOld;
-          inherit packages method;
-        } // settings;
-      };
 }

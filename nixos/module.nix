@@ -4,6 +4,11 @@
 # one oneshot unit per service (nixos-migrate-<name>.service) ordered before and required by the
 # service's own unit, and a pre-switch check that refuses a switch whose migrations would be
 # refused. The translation itself is pure Nix in ./lib.nix (tested without nixpkgs).
+#
+# What is particular to a kind of service lives with its plugin: plugins/<name>/nixos.nix, a
+# module fragment imported here for every plugin directory that has one, sets
+# services.nixos-migrate.defaults.<plugin> from the nixpkgs service's options and may add a
+# convenience option. A third-party plugin's fragment is imported by the configuration itself.
 {
   config,
   lib,
@@ -14,6 +19,8 @@ let
   cfg = config.services.nixos-migrate;
   pure = import ./lib.nix;
   inherit (lib) mkEnableOption mkIf mkOption types;
+
+  fragments = pure.fragments ../plugins;
 
   jsonFormat = pkgs.formats.json { };
 
@@ -114,7 +121,7 @@ let
 
   # the option values as the pure translation reads them (it leaves out what is null)
   values = {
-    inherit (cfg) stateDir backupDir services;
+    inherit (cfg) stateDir backupDir services defaults;
   };
 
   manifest = pure.manifest values;
@@ -123,13 +130,10 @@ let
   tool = if cfg.plugins == [ ] then cfg.package else cfg.package.override { extraPlugins = cfg.plugins; };
   exe = "${tool}/bin/nixos-migrate";
 
-  pg = config.services.postgresql;
-  pgm = cfg.postgresql;
-  pgPackages = lib.listToAttrs (
-    map (p: lib.nameValuePair p.psqlSchema "${p}") (pgm.previousPackages ++ [ pg.package ])
-  );
 in
 {
+  imports = fragments;
+
   options.services.nixos-migrate = {
     enable = mkEnableOption "nixos-migrate, migrations of stateful services' data";
 
@@ -137,7 +141,7 @@ in
       type = types.package;
       default = pkgs.callPackage ../nix/package.nix { };
       defaultText = lib.literalExpression "pkgs.callPackage ../nix/package.nix { }";
-      description = "nixos-migrate with its built-in plugins (scripts, postgresql).";
+      description = "nixos-migrate with its built-in plugins (scripts, postgresql, ldap).";
     };
 
     plugins = mkOption {
@@ -163,78 +167,20 @@ in
       description = "The services whose data nixos-migrate keeps at its target version.";
     };
 
-    postgresql = {
-      enable = mkEnableOption ''
-        migrations of services.postgresql: the manifest's `postgresql` service filled from it
-        (data directories per major, the package map, the postgres user and unit)
+    defaults = mkOption {
+      type = types.attrsOf jsonFormat.type;
+      default = { };
+      internal = true;
+      description = ''
+        Per plugin: the unit, user and settings every service of that plugin gets unless it sets
+        them itself; set by the plugins' fragments from the nixpkgs services' options.
       '';
-      previousPackages = mkOption {
-        type = types.listOf types.package;
-        default = [ ];
-        example = lib.literalExpression "[ pkgs.postgresql_16 ]";
-        description = ''
-          The majors the data may be at: kept in the system closure, so that pg_upgrade (up) and
-          the older server (down) are present.
-        '';
-      };
-      oldDataDir = optional types.path "Where the data of the previous major lives (default: /var/lib/postgresql/<major>).";
-      method = mkOption {
-        type = types.enum [
-          "auto"
-          "link"
-          "copy"
-          "clone"
-          "copy-file-range"
-          "swap"
-          "dump"
-        ];
-        default = "auto";
-        description = "How pg_upgrade carries the files (see the plugin's README).";
-      };
-      autoApply = mkOption {
-        type = types.bool;
-        default = false;
-        description = "Upgrade before postgresql.service starts, instead of refusing to start it.";
-      };
-      accept = mkOption {
-        type = types.listOf types.str;
-        default = [ ];
-        description = "Majors whose warnings are accepted.";
-      };
     };
   };
 
   config = mkIf cfg.enable {
-    assertions = [
-      {
-        assertion = !pgm.enable || pg.enable;
-        message = "services.nixos-migrate.postgresql.enable needs services.postgresql.enable";
-      }
-    ];
-
-    services.nixos-migrate.services.postgresql = mkIf (pgm.enable && pg.enable) (
-      lib.mapAttrs (_: lib.mkDefault) (
-        pure.postgresqlService {
-          current = pg.package.psqlSchema;
-          packages = pgPackages;
-          dataDir = pg.dataDir;
-          # settle computes the planner statistics through the running service
-          settings.service_port = pg.settings.port;
-          inherit (pgm)
-            oldDataDir
-            method
-            autoApply
-            accept
-            ;
-        }
-      )
-    );
-
     environment.systemPackages = [ tool ];
     environment.etc."nixos-migrate/manifest.json".source = manifestFile;
-    # the previous majors' binaries stay in the closure for pg_upgrade and downgrades
-    system.extraDependencies = lib.optionals pgm.enable pgm.previousPackages;
-
     systemd.tmpfiles.rules = [ "d ${cfg.stateDir} 0711 root root -" ];
 
     systemd.services =

@@ -248,36 +248,110 @@ def test_pre_switch_check_refuses_a_configuration_that_lacks_an_acceptance(tmp_p
     assert not (data / "version").exists()  # the check changed nothing
 
 
-def test_postgresql_convenience_fills_the_plugins_settings():
-    svc = nix_eval(
-        'lib.postgresqlService { current = "17"; dataDir = "/var/lib/postgresql/17";'
-        ' packages = { "15" = "/nix/store/a-postgresql-15"; "16" = "/nix/store/b-postgresql-16";'
-        ' "17" = "/nix/store/c-postgresql-17"; }; }'
-    )
-    assert svc["plugin"] == "postgresql" and svc["target"] == "17"
-    assert (svc["unit"], svc["user"]) == ("postgresql.service", "postgres")
-    settings = svc["settings"]
+PG_DEFAULTS = f"""(import {REPO}/plugins/postgresql/nixos-defaults.nix {{
+  current = "17"; dataDir = "/var/lib/postgresql/17"; port = 5433;
+  packages = {{ "15" = "/nix/store/a-postgresql-15"; "16" = "/nix/store/b-postgresql-16";
+               "17" = "/nix/store/c-postgresql-17"; }};
+}})"""
+LDAP_DEFAULTS = f"""(import {REPO}/plugins/ldap/nixos-defaults.nix {{
+  packages = {{ "2.5" = "/nix/store/d-openldap-2.5.13"; "2.6" = "/nix/store/e-openldap-2.6.10"; }};
+  databaseDirs = [ "/var/lib/openldap/db" ];
+}})"""
+
+
+def test_postgresql_defaults_come_from_services_postgresql():
+    d = nix_eval(PG_DEFAULTS)
+    assert (d["unit"], d["user"]) == ("postgresql.service", "postgres")
+    settings = d["settings"]
     assert settings["old_data_dir"] == "/var/lib/postgresql/16"  # the nearest older major
     assert settings["packages"]["16"] == "/nix/store/b-postgresql-16"
+    assert (settings["data_dir"], settings["service_port"]) == ("/var/lib/postgresql/17", 5433)
     # back on the generation with 16 after an upgrade to 17: the data is found in 17's directory
     back = nix_eval(
-        'lib.postgresqlService { current = "16"; dataDir = "/var/lib/postgresql/16";'
+        f'import {REPO}/plugins/postgresql/nixos-defaults.nix {{ current = "16"; dataDir = "/var/lib/postgresql/16";'
         ' packages = { "16" = "/nix/store/b"; "17" = "/nix/store/c"; }; }'
     )
     assert back["settings"]["old_data_dir"] == "/var/lib/postgresql/17"
-    # the generated settings satisfy the plugin's own settings model
-    manifest = nix_eval(
-        'lib.manifest { services.postgresql = lib.postgresqlService { current = "17";'
-        ' dataDir = "/var/lib/postgresql/17"; method = "link";'
-        ' packages = { "16" = "/nix/store/b"; "17" = "/nix/store/c"; }; }; }'
-    )
-    parsed = parse_manifest(json.dumps(manifest), "pg.json", "json")
-    registry = PluginRegistry.discover()
-    model = registry.hooks("postgresql").call("settings_model")
-    model.model_validate(parsed.services["postgresql"].settings)
     assert "lacks the current major 18" in nix_error(
-        'lib.postgresqlService { current = "18"; dataDir = "/d"; packages = { "17" = "/p"; }; }'
+        f'import {REPO}/plugins/postgresql/nixos-defaults.nix {{ current = "18"; dataDir = "/d";'
+        ' packages = { "17" = "/p"; }; }'
     )
+
+
+# the generic spelling, and what services.nixos-migrate.postgresql (plugins/postgresql/nixos.nix)
+# declares: both over the defaults the fragment sets from services.postgresql
+SPELLINGS = {
+    "generic": '{ target = "17"; accept = [ "17" ]; }',
+    "convenience": '{ target = "17"; autoApply = false; accept = [ "17" ]; }',
+    "generic, options as the module passes them": (
+        '{ enable = true; plugin = null; target = "17"; unit = null; user = null; accept = [ "17" ];'
+        " after = [ ]; settings = { }; autoApply = false; migrations = [ ]; }"
+    ),
+    "generic, naming the plugin": '{ plugin = "postgresql"; target = "17"; accept = [ "17" ]; }',
+}
+
+
+@pytest.mark.parametrize("spelling", list(SPELLINGS))
+def test_every_spelling_of_a_postgresql_service_gets_the_same_manifest_and_units(spelling):
+    config = f"{{ defaults.postgresql = {PG_DEFAULTS}; services.postgresql = {SPELLINGS[spelling]}; }}"
+    reference = f"{{ defaults.postgresql = {PG_DEFAULTS}; services.postgresql = {SPELLINGS['generic']}; }}"
+    manifest = nix_eval(f"lib.manifest {config}")
+    expected = nix_eval(f"lib.manifest {reference}")
+    if "naming the plugin" in spelling:
+        expected["services"]["postgresql"]["plugin"] = "postgresql"
+    assert manifest == expected
+    svc = manifest["services"]["postgresql"]
+    assert (svc["unit"], svc["user"]) == ("postgresql.service", "postgres")
+    assert svc["settings"]["data_dir"] == "/var/lib/postgresql/17"
+    units = nix_eval(f'lib.units {{ cfg = {config}; exe = "/bin/nm"; manifestFile = "/etc/m.json"; }}')
+    assert units == nix_eval(f'lib.units {{ cfg = {reference}; exe = "/bin/nm"; manifestFile = "/etc/m.json"; }}')
+    unit = units["postgresql"]
+    assert unit["before"] == ["postgresql.service"] and unit["requiredBy"] == ["postgresql.service"]
+    # the generated settings satisfy the plugin's own settings model
+    parsed = parse_manifest(json.dumps(manifest), "pg.json", "json")
+    model = PluginRegistry.discover().hooks("postgresql").call("settings_model")
+    model.model_validate(parsed.services["postgresql"].settings)
+
+
+def test_explicit_values_win_over_the_plugins_defaults():
+    config = (
+        f'{{ defaults.postgresql = {PG_DEFAULTS}; services.db = {{ plugin = "postgresql"; target = "17";'
+        ' unit = "pg-custom.service"; settings = { data_dir = "/srv/pg"; method = "link"; }; }; }'
+    )
+    svc = nix_eval(f"lib.manifest {config}")["services"]["db"]
+    assert svc["unit"] == "pg-custom.service" and svc["user"] == "postgres"
+    assert (svc["settings"]["data_dir"], svc["settings"]["method"]) == ("/srv/pg", "link")
+    assert svc["settings"]["packages"]["15"] == "/nix/store/a-postgresql-15"  # the rest still defaulted
+    # defaults of another plugin touch nothing
+    other = nix_eval(
+        f'lib.manifest {{ defaults.postgresql = {PG_DEFAULTS}; services.app = {{ plugin = "scripts";'
+        ' target = "2024-01-01"; settings.paths = [ "/d" ]; }; }'
+    )
+    assert "unit" not in other["services"]["app"] and other["services"]["app"]["settings"] == {"paths": ["/d"]}
+
+
+def test_an_openldap_service_gets_its_settings_from_services_openldap():
+    manifest = nix_eval(
+        f"lib.manifest {{ defaults.ldap = {LDAP_DEFAULTS};"
+        ' services.openldap = { plugin = "ldap"; target = "2.6"; }; }'
+    )
+    svc = manifest["services"]["openldap"]
+    assert (svc["unit"], svc["user"]) == ("openldap.service", "openldap")
+    assert svc["settings"]["config_dir"] == "/etc/openldap/slapd.d"
+    assert svc["settings"]["data_dir"] == "/var/lib/openldap/db"
+    parsed = parse_manifest(json.dumps(manifest), "ldap.json", "json")
+    model = PluginRegistry.discover().hooks("ldap").call("settings_model")
+    model.model_validate(parsed.services["openldap"].settings)
+
+
+def test_the_module_imports_every_plugins_fragment():
+    """nixos/module.nix names no plugin: it imports plugins/*/nixos.nix, found by lib.fragments
+    (nixpkgs is not here to evaluate the module itself)."""
+    module = (REPO / "nixos" / "module.nix").read_text()
+    assert "services.postgresql" not in module and "services.openldap" not in module
+    assert "imports = fragments;" in module and "fragments = pure.fragments ../plugins;" in module
+    found = nix_eval(f"map toString (lib.fragments {REPO}/plugins)")
+    assert sorted(Path(f).parent.name for f in found) == ["ldap", "postgresql"]
 
 
 def test_null_option_values_are_left_out_as_the_module_passes_them():

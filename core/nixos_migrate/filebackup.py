@@ -92,15 +92,27 @@ def zfs_dataset(path: Path) -> str | None:
 def reflink_supported(directory: Path) -> bool:
     """Whether files in `directory` can be cloned (btrfs, XFS with reflink=1): probed, not guessed."""
     probe = directory / f".nixos-migrate-reflink-probe-{os.getpid()}"
-    clone = probe.with_name(probe.name + ".clone")
     try:
         probe.write_bytes(b"probe")
-        result = subprocess.run(["cp", "--reflink=always", str(probe), str(clone)], capture_output=True, check=False)
-        return result.returncode == 0
+        return reflinks_between(probe, directory)
     except OSError:
         return False
     finally:
         probe.unlink(missing_ok=True)
+
+
+def reflinks_between(source_file: Path, directory: Path) -> bool:
+    """Whether `source_file` can be cloned into `directory` (one btrfs filesystem across its
+    subvolumes, one XFS with reflink=1): probed with a clone that is removed at once."""
+    clone = directory / f".nixos-migrate-reflink-probe-{os.getpid()}.clone"
+    try:
+        result = subprocess.run(
+            ["cp", "--reflink=always", str(source_file), str(clone)], capture_output=True, check=False
+        )
+        return result.returncode == 0
+    except OSError:
+        return False
+    finally:
         clone.unlink(missing_ok=True)
 
 

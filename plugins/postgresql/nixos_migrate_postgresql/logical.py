@@ -294,9 +294,7 @@ def _copy_database(
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         for done in [pool.submit(stream) for stream in streams]:
             done.result()
-    service.run.pipeline(
-        [ends.dump(db, "--section=post-data"), rewrite(), ends.psql("target", db)], env=_LOAD_OPTIONS
-    )
+    service.run.pipeline([ends.dump(db, "--section=post-data"), rewrite(), ends.psql("target", db)], env=_LOAD_OPTIONS)
 
 
 #: PostgreSQL encodings whose Python codec has another name (the rest look up as they are)

@@ -33,7 +33,7 @@ from nixos_migrate.errors import MigrateError, UsageError
 from nixos_migrate.fingerprint import tree_size
 from nixos_migrate.hookspecs import hookimpl
 from nixos_migrate.model import BackupInfo, BackupRecord, Check, Direction, Step
-from nixos_migrate_postgresql import fingerprint, logical, tablespaces
+from nixos_migrate_postgresql import compat, fingerprint, layout, logical, tablespaces
 from nixos_migrate_postgresql.cluster import (
     binary,
     control_data,
@@ -103,10 +103,22 @@ def resolve_method(service: Service, step: Step) -> str:
     if s.method != "auto":
         return s.method
     src = current_dir(s) or s.source_dir
-    dst_parent = s.data_dir.parent
-    if dst_parent.is_dir() and same_filesystem(src, dst_parent) and filebackup.reflink_supported(dst_parent):
-        return "clone"
-    return "copy-file-range" if int(step.to_version) >= 17 and same_filesystem(src, dst_parent) else "copy"
+    built_in = _built_in(service, step)
+    if (
+        built_in.is_dir()
+        and (src / "PG_VERSION").is_file()
+        and filebackup.reflinks_between(src / "PG_VERSION", built_in)
+    ):
+        return "clone"  # btrfs reflinks cross subvolumes too
+    return "copy-file-range" if int(step.to_version) >= 17 and same_filesystem(src, built_in) else "copy"
+
+
+def _built_in(service: Service, step: Step) -> Path:
+    """The directory the new cluster is built in (its staging directory's parent)."""
+    s = _settings(service)
+    src = current_dir(s) or s.source_dir
+    dst = s.source_dir if src == s.data_dir and step.direction == "down" else s.data_dir
+    return layout.staging_dir(dst, src).parent
 
 
 def _method_flags(method: str, new_major: int) -> list[str]:
@@ -180,9 +192,11 @@ def _inspect_source(
     *,
     fingerprint_too: bool,
     alongside: Callable[[Inspection], object] | None = None,
+    blockers: list[str] | None = None,
 ) -> tuple[Inspection, Any]:
     """Inspect the source cluster on a private server and, with `fingerprint_too`, fingerprint it;
-    `alongside(inspection)` runs in a thread meanwhile (it must not touch the source)."""
+    `alongside(inspection)` runs in a thread meanwhile (it must not touch the source). For a
+    downgrade, what the older major cannot hold is appended to `blockers` when given."""
     s = _settings(service)
     prefix = prefix_of(s, step.from_version or "")
     control = control_data(service.run, prefix, src)
@@ -190,6 +204,8 @@ def _inspect_source(
         with running(service, prefix, src, _socket(service), s.port, s.superuser) as server:
             found = inspect(server, control, s.superuser)
             beside = pool.submit(alongside, found) if alongside else None
+            if blockers is not None and step.direction == "down":
+                blockers += compat.blockers(server, int(step.from_version or 0), int(step.to_version))
             fp = None
             if fingerprint_too:
                 fp = fingerprint.take(server, s.jobs, depth=_depth(service, step), row_hash=_row_hash(step))
@@ -230,14 +246,11 @@ def check(service: Service, step: Step) -> list[Check]:
         return checks
     control = control_data(service.run, prefix_of(s, step.from_version or ""), src)
     checks.append(Check("source cluster shut down cleanly", control.shut_down, f"state: {control.state}"))
-    for path in {src, dst}:
-        checks.append(
-            Check(
-                f"{path} is no mount point",
-                not os.path.ismount(path),
-                "the plugin renames cluster directories; point data_dir at a directory inside",
-            )
-        )
+    built_in = layout.staging_dir(dst, src).parent
+    pinned = [f"{path} is {layout.describe(path)}" for path in sorted({src, dst}) if layout.pinned(path)]
+    if pinned:
+        how = f"its contents move, the directory stays; the new cluster is built in {built_in}"
+        checks.append(Check("layout", True, "; ".join(pinned) + f": {how}"))
     for taken in tablespaces.occupied(tablespaces.locations(src), step.to_version):
         checks.append(
             Check(
@@ -250,7 +263,7 @@ def check(service: Service, step: Step) -> list[Check]:
     if dst != src:
         other = major_of(dst)
         checks.append(Check(f"{dst} holds no cluster yet", other is None, f"it holds PostgreSQL {other}"))
-        if dst.exists() and other is None and any(dst.iterdir()):
+        if dst.exists() and other is None and layout.cluster_entries(dst):
             checks.append(Check(f"{dst} is empty", False, "it holds files that are no cluster"))
     method = str(step.data.get("method", "copy"))
     if method in ("link", "swap"):
@@ -266,16 +279,48 @@ def check(service: Service, step: Step) -> list[Check]:
             checks.append(Check("method copy-file-range", False, "pg_upgrade has --copy-file-range from 17"))
         if method == "swap" and new < 18:
             checks.append(Check("method swap", False, "pg_upgrade has --swap from 18"))
-        if method in ("link", "clone", "copy-file-range", "swap") and not same_filesystem(src, dst.parent):
+        if method in ("link", "swap") and not same_filesystem(src, built_in):
             checks.append(
-                Check(f"method {method}", False, f"{src} and {dst} are on different filesystems or btrfs subvolumes")
+                Check(
+                    f"method {method}",
+                    False,
+                    f"pg_upgrade --{method} hard-links or moves the old cluster's files into the new one, which "
+                    f"cannot cross filesystems or btrfs subvolumes: the old cluster {src} is {layout.describe(src)} "
+                    f'and the new one is built in {built_in}; set method = "clone" where reflinks work (btrfs '
+                    'across subvolumes, XFS) or "auto"',
+                )
             )
+        if method == "clone" and not filebackup.reflinks_between(src / "PG_VERSION", built_in):
+            checks.append(
+                Check(
+                    "method clone",
+                    False,
+                    f"files of {src} cannot be reflinked into {built_in} (another filesystem, or one without "
+                    'reflinks); set method = "auto" or "copy"',
+                )
+            )
+        if method == "copy-file-range" and not same_filesystem(src, built_in):
+            checks.append(Check("method copy-file-range", False, f"{src} and {built_in} are on different filesystems"))
     if not all(c.ok for c in checks):
         return checks
     found: Inspection | None = None
-    if not service.applying or s.expected_databases is not None:
-        # a private server on the old cluster; when applying, the backup inspects it anyway
-        found, _ = _inspect_source(service, step, src, fingerprint_too=False)
+    if not service.applying or s.expected_databases is not None or step.direction == "down":
+        # a private server on the old cluster; when applying an upgrade, the backup inspects it anyway
+        blocked: list[str] = []
+        found, _ = _inspect_source(service, step, src, fingerprint_too=False, blockers=blocked)
+        if step.direction == "down":
+            checks.append(
+                Check(
+                    f"PostgreSQL {step.to_version} can hold every object",
+                    not blocked,
+                    (
+                        "; ".join(blocked) + "; drop or change them on the newer major first,"
+                        " or restore the backup taken before the upgrade"
+                    )
+                    if blocked
+                    else "no object of a kind it lacks",
+                )
+            )
         checks.append(Check("data checksums carried", True, "on" if found.checksums else "off"))
         checks.append(
             Check(
@@ -307,7 +352,7 @@ def check(service: Service, step: Step) -> list[Check]:
 def _pg_upgrade_check(service: Service, step: Step, src: Path, dst: Path, found: Inspection, method: str) -> Check:
     """`pg_upgrade --check` against a throwaway new cluster beside the target; changes no data."""
     s = _settings(service)
-    scratch = sibling(dst, "check")
+    scratch = layout.check_dir(dst, src)
     shutil.rmtree(scratch, ignore_errors=True)
     service.private_dir(scratch)  # initdb fills an empty directory the service user owns
     try:
@@ -437,7 +482,7 @@ def _staging_marker(service: Service) -> Path:
 def _staging(service: Service, step: Step, found: Inspection) -> tuple[Path, dict[str, Any]]:
     """The staging directory beside the step's target, and how it is initdb'ed for the step (with
     the source's settings): the record its marker holds."""
-    staging = sibling(_target_dir(service, step), "staging")
+    staging = layout.staging_dir(_target_dir(service, step), _source_dir(service, step))
     initdb = prefix_of(_settings(service), step.to_version) / "bin" / "initdb"
     argv = initdb_argv(initdb, staging, int(step.to_version), found)
     return staging, {"argv": argv, "step": [step.from_version, step.to_version]}
@@ -666,23 +711,23 @@ def _commit(service: Service, step: Step, src: Path, dst: Path, staging: Path, m
         if marker["source"] != str(src):
             raise MigrateError(f"the backup of this step was taken of {marker['source']}, not {src}")
         retained = Path(marker["path"])
-        retained.parent.mkdir(parents=True, exist_ok=True)
-        src.rename(retained)
+        layout.vacate(src, retained, service.run)
         # its tablespace directories go with it: the locations now serve the new cluster
-        tablespaces.detach(retained, step.from_version or "")
+        tablespaces.detach(retained, step.from_version or "", service.run)
         old_tablespace_dirs: list[Path] = []
     else:
         old_tablespace_dirs = tablespaces.of_cluster(src, step.from_version or "")
         garbage = sibling(src, "replaced")
         if garbage.exists():
             shutil.rmtree(garbage)
-        src.rename(garbage)
-    if dst.exists() and dst != src:
-        dst.rmdir()  # checked empty before the step
-    staging.rename(dst)
+        if layout.pinned(src):
+            layout.empty(src)
+        else:
+            src.rename(garbage)
+    layout.place(staging, dst, service.run)  # dst was checked empty before the step
     if method not in COPY_LIKE:
         # its files now belong to the new cluster or are gone; the file backup holds them
-        shutil.rmtree(sibling(src, "replaced"))
+        shutil.rmtree(garbage, ignore_errors=True)
         for directory in old_tablespace_dirs:
             shutil.rmtree(directory)
 
@@ -829,17 +874,17 @@ def restore(service: Service, backup: BackupRecord) -> bool:
     _staging_marker(service).unlink(missing_ok=True)
     _verified_file(service).unlink(missing_ok=True)
     for base in {s.data_dir, s.source_dir}:
-        for directory in (base, sibling(base, "staging"), sibling(base, "check")):
+        for directory in (base, *layout.leftovers(base)):
             stop_stray_server(directory)
-        for leftover in ("staging", "check"):
-            shutil.rmtree(sibling(base, leftover), ignore_errors=True)
+        for leftover in layout.leftovers(base):
+            shutil.rmtree(leftover, ignore_errors=True)
     if backup.step.to_version != backup.step.from_version:
         # what the step wrote into the tablespace locations (check found them free before it)
         tablespaces.remove_major(places, backup.step.to_version)
     if backup.kind == RETAINED:
         if backup.path.exists():
             _replace_with_copy(service, backup.path, source)
-            tablespaces.reattach(source, places)
+            tablespaces.reattach(source, places, service.run)
         elif major_of(source) != backup.detail.get("major"):
             raise MigrateError(
                 f"backup {backup.id}: the retained cluster {backup.path} is gone and {source} "
@@ -856,6 +901,10 @@ def restore(service: Service, backup: BackupRecord) -> bool:
 
 def _replace_with_copy(service: Service, retained: Path, source: Path) -> None:
     """Make `source` a copy of `retained` (a clone where the filesystem can), keeping `retained`."""
+    if layout.pinned(source):
+        tablespaces.remove_cluster(source, major_of(source))  # emptied; the directory stays
+        service.run.run(["cp", "-a", "--reflink=auto", "--", f"{retained}/.", str(source)], as_root=True)
+        return
     if source.exists():
         aside = sibling(source, "replaced")
         shutil.rmtree(aside, ignore_errors=True)

@@ -16,6 +16,8 @@ import shutil
 from pathlib import Path
 
 from nixos_migrate.errors import MigrateError
+from nixos_migrate.runner import CommandRunner
+from nixos_migrate_postgresql import layout
 
 
 def locations(cluster: Path) -> dict[str, str]:
@@ -48,7 +50,7 @@ def remove_major(places: dict[str, str], major: str) -> None:
         shutil.rmtree(directory)
 
 
-def detach(cluster: Path, major: str) -> None:
+def detach(cluster: Path, major: str, runner: CommandRunner) -> None:
     """Move the tablespace directories of the cluster now at `cluster` (renamed out of the data
     path to be kept) inside it, in place of its symlinks, so that its locations are free for
     the cluster that replaces it; `reattach` undoes it on a copy."""
@@ -58,13 +60,13 @@ def detach(cluster: Path, major: str) -> None:
         link.unlink()
         link.mkdir()
         for directory in dirs:
-            shutil.move(directory, link / directory.name)  # a rename on one filesystem
+            layout.move_path(directory, link / directory.name, runner)  # a rename on one filesystem
         if os.geteuid() == 0:
             st = Path(location).stat()
             os.chown(link, st.st_uid, st.st_gid)
 
 
-def reattach(cluster: Path, places: dict[str, str]) -> None:
+def reattach(cluster: Path, places: dict[str, str], runner: CommandRunner) -> None:
     """Put the tablespace directories a detached copy holds back into their locations `places`
     and the symlinks in their place."""
     for oid, location in places.items():
@@ -79,14 +81,15 @@ def reattach(cluster: Path, places: dict[str, str]) -> None:
                     hint=f"move it away, then restore again (the backup holds {directory})",
                 )
             Path(location).mkdir(parents=True, exist_ok=True)
-            shutil.move(directory, target)
+            layout.move_path(directory, target, runner)
         held.rmdir()
         held.symlink_to(location)
 
 
 def remove_cluster(cluster: Path, major: str | None) -> None:
-    """Remove a cluster and the tablespace directories it has outside itself."""
+    """Remove a cluster (a pinned directory is emptied) and the tablespace directories it has
+    outside itself."""
     if major is not None:
         for directory in of_cluster(cluster, major):
             shutil.rmtree(directory)
-    shutil.rmtree(cluster)
+    layout.remove(cluster)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from corpus import FEATURES_SQL, Features, kitchen_sink
 
 from nixos_migrate.context import Service
 from nixos_migrate.executor import Engine
@@ -28,13 +29,12 @@ from nixos_migrate.testing.cli import CliResult, run_cli
 from nixos_migrate.testing.manifests import ManifestBuilder
 from nixos_migrate_postgresql import scratch
 
-from corpus import FEATURES_SQL, Features, kitchen_sink
-
 KITCHEN_SINK = "kitchen-sink"  # make_cluster's default: the corpus for the cluster's major
 
 # One line per object, sorted: every user relation with its kind, tablespace and persistence;
 # columns; constraints, indexes (valid ones: neither pg_upgrade nor a dump carries an invalid
-# one), views (by what they read: 16 prints their definitions otherwise), rules, triggers, policies, functions, types, enum labels in their order, event
+# one), views (by what they read: 16 prints their definitions otherwise), rules, triggers,
+# policies, functions, types, enum labels in their order, event
 # triggers, publications, extensions, foreign servers, collations, text search configurations,
 # comments, privileges. Extension members are left out (an update may change them).
 SCHEMA_SQL = r"""
@@ -55,7 +55,8 @@ SELECT string_agg(line, E'\n' ORDER BY line COLLATE "C") FROM (
     AND NOT (c.relkind IN ('i', 'I') AND c.oid IN (SELECT indexrelid FROM pg_index WHERE NOT indisvalid))
   UNION ALL
   SELECT 'col ' || a.attrelid::regclass || '.' || quote_ident(a.attname) || ' '
-         || format_type(a.atttypid, a.atttypmod) || ' notnull=' || a.attnotnull::text || ' identity=' || a.attidentity::text
+         || format_type(a.atttypid, a.atttypmod) || ' notnull=' || a.attnotnull::text
+         || ' identity=' || a.attidentity::text
          || ' generated=' || {generated} || ' collation=' || coalesce(co.collname, '-')
          || ' default=' || coalesce(pg_get_expr(d.adbin, d.adrelid), '-')
   FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN user_ns n ON n.oid = c.relnamespace
@@ -84,7 +85,8 @@ SELECT string_agg(line, E'\n' ORDER BY line COLLATE "C") FROM (
   FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN user_ns n ON n.oid = c.relnamespace
   WHERE r.rulename <> '_RETURN'
   UNION ALL
-  SELECT 'trigger ' || replace(pg_get_triggerdef(t.oid), 'EXECUTE PROCEDURE', 'EXECUTE FUNCTION') || ' enabled=' || t.tgenabled::text
+  SELECT 'trigger ' || replace(pg_get_triggerdef(t.oid), 'EXECUTE PROCEDURE', 'EXECUTE FUNCTION')
+         || ' enabled=' || t.tgenabled::text
   FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN user_ns n ON n.oid = c.relnamespace
   WHERE NOT t.tgisinternal
   UNION ALL
@@ -101,7 +103,8 @@ SELECT string_agg(line, E'\n' ORDER BY line COLLATE "C") FROM (
     -- the constructors the server makes for a range type (pg_upgrade to 14+ adds a multirange's)
     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = p.tableoid AND d.objid = p.oid AND d.deptype = 'i')
   UNION ALL
-  SELECT 'type ' || t.oid::regtype || ' ' || t.typtype::text || ' ' || coalesce(format_type(t.typbasetype, t.typtypmod), '')
+  SELECT 'type ' || t.oid::regtype || ' ' || t.typtype::text || ' '
+         || coalesce(format_type(t.typbasetype, t.typtypmod), '')
   FROM pg_type t JOIN user_ns n ON n.oid = t.typnamespace
   WHERE t.typtype IN ('e', 'd', 'c', 'r') AND (t.tableoid, t.oid) NOT IN (SELECT * FROM ext_member)
     AND (t.typtype <> 'c' OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')
@@ -127,14 +130,16 @@ SELECT string_agg(line, E'\n' ORDER BY line COLLATE "C") FROM (
          || coalesce(array_to_string(ARRAY(SELECT unnest(umoptions) ORDER BY 1), ','), '')
   FROM pg_user_mappings
   UNION ALL
-  SELECT 'foreign table ' || ftrelid::regclass || ' ' || array_to_string(ARRAY(SELECT unnest(ftoptions) ORDER BY 1), ',')
+  SELECT 'foreign table ' || ftrelid::regclass || ' '
+         || array_to_string(ARRAY(SELECT unnest(ftoptions) ORDER BY 1), ',')
   FROM pg_foreign_table
   UNION ALL
   SELECT 'collation ' || c.collnamespace::regnamespace || '.' || quote_ident(c.collname) || ' ' || c.collprovider::text
   FROM pg_collation c JOIN user_ns n ON n.oid = c.collnamespace
   UNION ALL
   SELECT 'ts config ' || c.oid::regconfig || ' '
-         || (SELECT string_agg(m.maptokentype || ':' || m.mapdict::regdictionary, ',' ORDER BY m.maptokentype, m.mapseqno)
+         || (SELECT string_agg(m.maptokentype || ':' || m.mapdict::regdictionary, ','
+                               ORDER BY m.maptokentype, m.mapseqno)
              FROM pg_ts_config_map m WHERE m.mapcfg = c.oid)
   FROM pg_ts_config c JOIN user_ns n ON n.oid = c.cfgnamespace
   UNION ALL
@@ -216,7 +221,8 @@ class Cluster:
         object's definition (server must run): a text, one line per part, so that a failed
         comparison shows which part differs."""
         lines = [
-            "roles " + self.psql(
+            "roles "
+            + self.psql(
                 "SELECT rolname, rolsuper, rolcanlogin, rolconnlimit FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1"
             ).replace("\n", " "),
             "tablespaces "
@@ -238,7 +244,7 @@ class Cluster:
             ).splitlines()
             rows = "".join(
                 f"SELECT '{table.replace(chr(39), chr(39) * 2)}', count(*), md5(coalesce(string_agg(t::text, '|'"
-                f' ORDER BY t::text COLLATE "C"), \'\')) FROM ONLY {table} t;\n'
+                f" ORDER BY t::text COLLATE \"C\"), '')) FROM ONLY {table} t;\n"
                 for table in tables
             )
             lines += [f"{db} rows {line}" for line in self.psql(settings + rows, db).splitlines()]

@@ -108,12 +108,15 @@ END $$;
 CREATE TRIGGER customers_tsv BEFORE INSERT OR UPDATE ON shop.customers
   FOR EACH ROW EXECUTE PROCEDURE shop.customers_tsv();
 INSERT INTO shop.customers (legacy_code, email, name, sort_name, mood, home, tags, grid, prefs, location, bio, tenant)
-SELECT 'L' || i, 'user' || i || '@example.org', 'Customer ' || i || ' ' || (ARRAY['Zoë', 'Øre', '東京', 'O''Hara'])[1 + i % 4],
+SELECT 'L' || i, 'user' || i || '@example.org',
+       'Customer ' || i || ' ' || (ARRAY['Zoë', 'Øre', '東京', 'O''Hara'])[1 + i % 4],
        'c' || lpad(i::text, 5, '0'), (ARRAY['sad', 'meh', 'ok', 'happy', 'ecstatic'])[1 + i % 5]::shop.mood,
        ROW('Straße ' || i, (ARRAY['Köln', 'Łódź', 'Zürich'])[1 + i % 3], lpad((i % 99999)::text, 5, '0'))::shop.address,
        ARRAY['a' || i % 3, 'b' || i % 5], ARRAY[[i, i + 1], [i + 2, i + 3]],
-       jsonb_build_object('lang', (ARRAY['de', 'pl', 'ja'])[1 + i % 3], 'n', i, 'nested', jsonb_build_object('x', i % 7)),
-       point(i % 100, i % 37), 'customer number ' || i || ' likes fast shipping and ' || (ARRAY['tea', 'coffee'])[1 + i % 2],
+       jsonb_build_object('lang', (ARRAY['de', 'pl', 'ja'])[1 + i % 3], 'n', i,
+                          'nested', jsonb_build_object('x', i % 7)),
+       point(i % 100, i % 37),
+       'customer number ' || i || ' likes fast shipping and ' || (ARRAY['tea', 'coffee'])[1 + i % 2],
        (ARRAY['tenant_a', 'tenant_b'])[1 + i % 2]
 FROM generate_series(1, 3000) i;
 ALTER TABLE shop.customers DROP COLUMN legacy_code;
@@ -177,7 +180,8 @@ CREATE TABLE shop.click_events (target text) INHERITS (shop.events);
 INSERT INTO shop.events (at, kind) SELECT timestamptz '2024-01-01 00:00+00' + i * interval '1 hour', 'view'
   FROM generate_series(1, 500) i;
 INSERT INTO shop.click_events (at, kind, target)
-  SELECT timestamptz '2024-01-01 00:00+00' + i * interval '1 hour', 'click', '/page/' || i FROM generate_series(1, 500) i;
+  SELECT timestamptz '2024-01-01 00:00+00' + i * interval '1 hour', 'click', '/page/' || i
+  FROM generate_series(1, 500) i;
 
 CREATE TABLE shop.slots (
   during tstzrange NOT NULL,
@@ -257,7 +261,9 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA shop GRANT SELECT ON TABLES TO reader;
 # what the contrib extensions bring, each where the build ships it
 WITH_EXTENSION = {
     "btree_gist": r"""
-CREATE TABLE shop.bookings (room int NOT NULL, during tstzrange NOT NULL, EXCLUDE USING gist (room WITH =, during WITH &&));
+CREATE TABLE shop.bookings (
+  room int NOT NULL, during tstzrange NOT NULL, EXCLUDE USING gist (room WITH =, during WITH &&)
+);
 INSERT INTO shop.bookings
 SELECT i % 20, tstzrange(timestamptz '2024-01-01 00:00+00' + (i / 20) * interval '1 day',
                          timestamptz '2024-01-01 00:00+00' + (i / 20) * interval '1 day' + interval '20 hours')

@@ -1,5 +1,5 @@
 # mypy: allow-untyped-defs, allow-untyped-calls, allow-incomplete-defs
-"""The postgresql plugin passes the conformance suite on a real cluster."""
+"""The postgresql plugin passes the conformance suite on a real cluster holding the kitchen-sink corpus."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from conftest import SMALL, Cluster, make_cluster, packages
+from conftest import KITCHEN_SINK, Cluster, make_cluster, packages
 
 from nixos_migrate.testing import provision
 from nixos_migrate.testing.conformance import Instance, PluginConformance
@@ -27,7 +27,7 @@ class TestPostgresqlConformance(PluginConformance):
         (root / "pg" / "sock").symlink_to(sock)
         data = root / "pg" / "data"
         if version is not None:
-            make_cluster(root / "pg", user, version, data, SMALL)
+            make_cluster(root / "pg", user, version, data, KITCHEN_SINK)
         provision.chown_tree(root / "pg", user)
         settings = {
             "data_dir": str(data),

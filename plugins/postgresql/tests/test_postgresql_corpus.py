@@ -14,7 +14,8 @@ KINDS = {
     "default partitions": "SELECT count(*) FROM pg_class WHERE relispartition"
     " AND pg_get_expr(relpartbound, oid) = 'DEFAULT'",
     "partitioned indexes and primary keys": "SELECT count(*) FROM pg_class WHERE relkind = 'I'",
-    "inheritance": "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE NOT c.relispartition",
+    "inheritance": "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+    " WHERE NOT c.relispartition",
     "index access methods": "SELECT count(DISTINCT a.amname) - 5 FROM pg_class c JOIN pg_am a ON a.oid = c.relam"
     " WHERE c.relkind = 'i' AND a.amname IN ('btree', 'hash', 'gin', 'gist', 'spgist', 'brin')",
     "expression indexes": "SELECT count(*) FROM pg_index WHERE indexprs IS NOT NULL",
@@ -60,7 +61,8 @@ WITH_CONTRIB = {
     "extensions": "SELECT count(*) - 6 FROM pg_extension WHERE extname IN"
     " ('pg_trgm', 'hstore', 'citext', 'pgcrypto', 'btree_gist', 'amcheck', 'postgres_fdw')",
     "a foreign table": "SELECT count(*) FROM pg_foreign_table",
-    "multi-column exclusion constraints": "SELECT count(*) FROM pg_constraint WHERE contype = 'x' AND cardinality(conkey) = 2",
+    "multi-column exclusion constraints": "SELECT count(*) FROM pg_constraint"
+    " WHERE contype = 'x' AND cardinality(conkey) = 2",
 }
 SINCE = {
     "generated columns": (12, "SELECT count(*) FROM pg_attribute WHERE attgenerated <> ''"),

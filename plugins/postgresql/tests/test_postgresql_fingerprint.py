@@ -109,7 +109,9 @@ def test_column_hashes_take_every_listed_type_and_see_swaps_and_nulls(cluster_fa
 
         def table_hash(rows: str) -> list[str]:
             with server.connect("app") as conn:
-                conn.execute(f"DROP TABLE IF EXISTS public.every; CREATE TABLE public.every ({every}); {rows}")
+                # the corpus publishes all tables: an UPDATE needs a replica identity
+                create = f"CREATE TABLE public.every ({every}); ALTER TABLE public.every REPLICA IDENTITY FULL"
+                conn.execute(f"DROP TABLE IF EXISTS public.every; {create}; {rows}")
             fp = fingerprint.take(server, jobs=1, row_hash="columns")
             return list(fp["databases"]["app"]["tables"]["public.every"])
 
