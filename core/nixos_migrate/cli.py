@@ -12,17 +12,26 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from nixos_migrate import __version__
 from nixos_migrate.errors import ChecksFailed, MigrateError, StepsPending, UsageError
-from nixos_migrate.executor import Engine, RunReport, Settled
-from nixos_migrate.manifest import load_manifest, manifest_path
-from nixos_migrate.plugins import PluginRegistry
-from nixos_migrate.render import checks_table, emit_json, err, out, progress_for, show_plan, table
-from nixos_migrate.scaffold import new_plugin
+from nixos_migrate.lazy import lazy_module
+
+# the engine, the manifest's models, the plugins and rich are imported by the commands that use
+# them: `--help` and a command's usage errors need none of them
+if TYPE_CHECKING:
+    from nixos_migrate import executor, render, scaffold
+    from nixos_migrate import manifest as manifests
+    from nixos_migrate import plugins as registry
+else:
+    executor = lazy_module("nixos_migrate.executor")
+    manifests = lazy_module("nixos_migrate.manifest")
+    registry = lazy_module("nixos_migrate.plugins")
+    render = lazy_module("nixos_migrate.render")
+    scaffold = lazy_module("nixos_migrate.scaffold")
 
 JSON = click.option("--json", "json_output", is_flag=True, help="Print machine-readable JSON on stdout.")
 ACCEPT = click.option(
@@ -59,14 +68,14 @@ class Context:
         self.traceback = traceback
 
     @contextmanager
-    def engine(self, json_output: bool = False, defer_settle: bool = False) -> Iterator[Engine]:
-        path = manifest_path(self.manifest_option)
-        manifest = load_manifest(path)
-        engine = Engine(
+    def engine(self, json_output: bool = False, defer_settle: bool = False) -> Iterator[executor.Engine]:
+        path = manifests.manifest_path(self.manifest_option)
+        manifest = manifests.load_manifest(path)
+        engine = executor.Engine(
             manifest,
-            PluginRegistry.discover(),
+            registry.PluginRegistry.discover(),
             source=str(path),
-            progress=progress_for(json_output),
+            progress=render.progress_for(json_output),
             command=" ".join(["nixos-migrate", *sys.argv[1:]]),
         )
         engine.defer_settle = defer_settle
@@ -115,9 +124,9 @@ def status(obj: Context, services: tuple[str, ...], json_output: bool) -> None:
     with obj.engine(json_output) as engine:
         rows = engine.status(services)
     if json_output:
-        emit_json(rows)
+        render.emit_json(rows)
         return
-    table(
+    render.table(
         None,
         ["service", "plugin", "data", "journal", "target", "pending", "state"],
         [
@@ -166,10 +175,10 @@ def plan(
     with obj.engine(json_output) as engine:
         plans = engine.plan(services, accept=accept, accept_data_loss=accept_data_loss, run_checks=not no_checks)
     if json_output:
-        emit_json([p.to_json() for p in plans])
+        render.emit_json([p.to_json() for p in plans])
     else:
         for p in plans:
-            show_plan(p)
+            render.show_plan(p)
     refused = [p for p in plans if p.refusals]
     if refused:
         refused[0].raise_refusals()
@@ -183,29 +192,29 @@ def plan(
         )
 
 
-def _report(reports: Sequence[RunReport], json_output: bool) -> None:
+def _report(reports: Sequence[executor.RunReport], json_output: bool) -> None:
     if json_output:
-        emit_json([r.to_json() for r in reports])
+        render.emit_json([r.to_json() for r in reports])
         return
     for r in reports:
         if not r.steps:
-            out.print(f"{r.service}: at {r.end_version or '(no data)'}, nothing to do")
+            render.out.print(f"{r.service}: at {r.end_version or '(no data)'}, nothing to do")
             continue
         for s in r.steps:
             backup = f" (backup {s.backup_id})" if s.backup_id else ""
-            out.print(f"{r.service}: {s.step.label} {s.outcome}{backup}")
-        out.print(f"{r.service}: now at {r.end_version}")
+            render.out.print(f"{r.service}: {s.step.label} {s.outcome}{backup}")
+        render.out.print(f"{r.service}: now at {r.end_version}")
         if r.settled is not None:
             _report_settled(r.service, r.settled)
 
 
-def _report_settled(service: str, settled: Settled) -> None:
+def _report_settled(service: str, settled: executor.Settled) -> None:
     for c in settled.checks:
-        out.print(f"{service}: {c.name}: {'ok' if c.ok else 'FAILED'}{f' ({c.detail})' if c.detail else ''}")
+        render.out.print(f"{service}: {c.name}: {'ok' if c.ok else 'FAILED'}{f' ({c.detail})' if c.detail else ''}")
     if settled.state == "deferred":
-        out.print(f"{service}: once it runs again: `nixos-migrate settle {service}` (e.g. planner statistics)")
+        render.out.print(f"{service}: once it runs again: `nixos-migrate settle {service}` (e.g. planner statistics)")
     elif settled.state == "failed":
-        err.print(
+        render.err.print(
             f"WARNING: {service}: the work after the step failed; the data is migrated and verified."
             f" Run `nixos-migrate settle {service}` again.",
             markup=False,
@@ -277,13 +286,13 @@ def settle(obj: Context, services: tuple[str, ...], json_output: bool) -> None:
     with obj.engine(json_output) as engine:
         results = engine.settle(services)
     if json_output:
-        emit_json({name: settled.to_json() for name, settled in results.items()})
+        render.emit_json({name: settled.to_json() for name, settled in results.items()})
     else:
         for name, settled in results.items():
             if settled.state == "nothing":
-                out.print(f"{name}: nothing left to do")
+                render.out.print(f"{name}: nothing left to do")
             else:
-                checks_table(name, settled.checks)
+                render.checks_table(name, settled.checks)
     bad = [f"{n}: {c.name}" for n, s in results.items() for c in s.checks if not c.ok]
     if bad:
         raise ChecksFailed(f"settle failed: {', '.join(bad)}", hint="the service's logs; then run it again")
@@ -298,10 +307,12 @@ def verify(obj: Context, services: tuple[str, ...], json_output: bool) -> None:
     with obj.engine(json_output) as engine:
         results = engine.verify(services)
     if json_output:
-        emit_json({n: [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in cs] for n, cs in results.items()})
+        render.emit_json(
+            {n: [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in cs] for n, cs in results.items()}
+        )
     else:
         for name, checks in results.items():
-            checks_table(name, checks)
+            render.checks_table(name, checks)
     bad = [f"{n}: {c.name}" for n, cs in results.items() for c in cs if not c.ok]
     if bad:
         raise ChecksFailed(f"verify failed: {', '.join(bad)}", hint="`nixos-migrate history` and the service's logs")
@@ -317,9 +328,9 @@ def history(obj: Context, service: str, json_output: bool) -> None:
         [name] = engine.names([service])
         rows = engine.journal.history(name)
     if json_output:
-        emit_json(rows)
+        render.emit_json(rows)
         return
-    table(
+    render.table(
         service,
         ["step", "from", "to", "dir", "started", "finished", "outcome", "backup", "error"],
         [
@@ -355,9 +366,9 @@ def backups_list(obj: Context, service: str | None, json_output: bool) -> None:
             engine.names([service])
         records = engine.journal.backups(service)
     if json_output:
-        emit_json([r.to_json() for r in records])
+        render.emit_json([r.to_json() for r in records])
         return
-    table(
+    render.table(
         None,
         ["id", "service", "before step", "kind", "size", "created", "path"],
         [(r.id, r.service, r.step.label, r.kind, r.size, r.created, r.path) for r in records],
@@ -374,9 +385,9 @@ def backups_prune(obj: Context, service: str, keep: int, json_output: bool) -> N
     with obj.engine(json_output) as engine:
         removed = engine.prune(service, keep)
     if json_output:
-        emit_json([r.to_json() for r in removed])
+        render.emit_json([r.to_json() for r in removed])
     else:
-        out.print(f"{service}: removed {len(removed)} backup(s)")
+        render.out.print(f"{service}: removed {len(removed)} backup(s)")
 
 
 @cli.command()
@@ -396,26 +407,24 @@ def restore(obj: Context, service: str, backup_id: int, accept_data_loss: bool, 
 @JSON
 def plugins(json_output: bool) -> None:
     """Installed plugins, their versions and hooks, and plugins that failed to load."""
-    registry = PluginRegistry.discover()
+    found = registry.PluginRegistry.discover()
     data: dict[str, Any] = {
-        "loaded": [vars(p) | {"hooks": list(p.hooks)} for p in registry.loaded.values()],
-        "failed": [
-            {"name": f.name, "distribution": f.distribution, "error": f.error} for f in registry.failures.values()
-        ],
+        "loaded": [vars(p) | {"hooks": list(p.hooks)} for p in found.loaded.values()],
+        "failed": [{"name": f.name, "distribution": f.distribution, "error": f.error} for f in found.failures.values()],
     }
     if json_output:
-        emit_json(data)
+        render.emit_json(data)
         return
-    table(
+    render.table(
         "plugins",
         ["name", "distribution", "version", "hooks"],
-        [(p.name, p.distribution, p.version, ", ".join(p.hooks)) for p in registry.loaded.values()],
+        [(p.name, p.distribution, p.version, ", ".join(p.hooks)) for p in found.loaded.values()],
     )
-    if registry.failures:
-        table(
+    if found.failures:
+        render.table(
             "failed to load",
             ["name", "distribution", "error"],
-            [(f.name, f.distribution, f.error) for f in registry.failures.values()],
+            [(f.name, f.distribution, f.error) for f in found.failures.values()],
         )
 
 
@@ -430,7 +439,7 @@ def demo(old: str, new: str, scale: int, keep: bool) -> None:
         from nixos_migrate_postgresql.demo import run_demo
     except ImportError:
         raise UsageError("the demo needs the postgresql plugin", hint="install nixos-migrate-postgresql") from None
-    run_demo(old, new, scale, keep, lambda args: main(args), out)
+    run_demo(old, new, scale, keep, lambda args: main(args), render.out.real())
 
 
 @cli.command("new-plugin")
@@ -444,14 +453,14 @@ def demo(old: str, new: str, scale: int, keep: bool) -> None:
 @JSON
 def new_plugin_command(name: str, directory: Path | None, json_output: bool) -> None:
     """Write a new plugin distribution NAME: entry point, every hook, conformance tests."""
-    target, written = new_plugin(name, directory)
+    target, written = scaffold.new_plugin(name, directory)
     if json_output:
-        emit_json({"directory": str(target), "files": [str(p) for p in written]})
+        render.emit_json({"directory": str(target), "files": [str(p) for p in written]})
         return
-    out.print(f"wrote plugin {name!r} into {target}:")
+    render.out.print(f"wrote plugin {name!r} into {target}:")
     for path in written:
-        out.print(f"  {path}")
-    out.print(
+        render.out.print(f"  {path}")
+    render.out.print(
         f"next: pip install -e '{target}[test]' && pytest {target}/tests  (docs/writing-a-plugin.md)", markup=False
     )
 
@@ -467,9 +476,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MigrateError as exc:
         if show_traceback:
             traceback.print_exc()
-        err.print(f"FAILED: {exc.message}", markup=False)
+        render.err.print(f"FAILED: {exc.message}", markup=False)
         if exc.hint:
-            err.print(f"next: {exc.hint}", markup=False)
+            render.err.print(f"next: {exc.hint}", markup=False)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
@@ -479,13 +488,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Abort:
         return 2
     except Interrupted as exc:
-        err.print(f"FAILED: interrupted by {exc}", markup=False)
+        render.err.print(f"FAILED: interrupted by {exc}", markup=False)
         return 1
     except Exception as exc:
         if show_traceback:
             traceback.print_exc()
-        err.print(f"FAILED: internal error: {type(exc).__name__}: {exc}", markup=False)
-        err.print("next: run again with --traceback and report it", markup=False)
+        render.err.print(f"FAILED: internal error: {type(exc).__name__}: {exc}", markup=False)
+        render.err.print("next: run again with --traceback and report it", markup=False)
         return 1
     return code if isinstance(code, int) else 0
 

@@ -6,20 +6,52 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any
-
-import rich.progress
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from nixos_migrate.model import Check
-from nixos_migrate.planner import ServicePlan
 from nixos_migrate.progress import LineProgress, NullProgress, Progress, Task
+
+if TYPE_CHECKING:
+    import rich.progress
+    from rich.console import Console
+
+    from nixos_migrate.planner import ServicePlan
 
 # piped output (logs, the journal of systemd) is not wrapped to a pretend 80-column terminal
 _PIPE_WIDTH = 200
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else _PIPE_WIDTH)
-err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else _PIPE_WIDTH)
+
+
+class _Console:
+    """A rich Console made at its first use: `--json` output and the JSON of read commands never
+    import rich (0.05 s of every such command's start). What is not wrapped here is the real
+    Console's (`real()`)."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def real(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            stream = sys.stderr if self._stderr else sys.stdout
+            width = None if stream.isatty() else _PIPE_WIDTH
+            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=True, width=width)
+        return self._console
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        self.real().print(*objects, **options)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.real().is_terminal
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real(), name)
+
+
+out = _Console(stderr=False)
+err = _Console(stderr=True)
 
 
 class _RichTask:
@@ -37,13 +69,15 @@ class RichProgress:
     """Progress bars on the terminal; finished tasks stay as a line with their duration."""
 
     def __init__(self) -> None:
+        import rich.progress
+
         self._bar = rich.progress.Progress(
             rich.progress.SpinnerColumn(finished_text="[green]✓"),
             rich.progress.TextColumn("{task.description}"),
             rich.progress.BarColumn(),
             rich.progress.TaskProgressColumn(),
             rich.progress.TimeElapsedColumn(),
-            console=err,
+            console=err.real(),
         )
         self._depth = 0
 
@@ -77,6 +111,8 @@ def emit_json(data: Any) -> None:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    from rich.table import Table
+
     t = Table(title=title, title_justify="left", show_edge=False)
     for column in columns:
         t.add_column(column)
