@@ -49,6 +49,7 @@ from typing import IO
 
 from nixos_migrate.testing import provision
 from nixos_migrate_postgresql import scratch
+from nixos_migrate_postgresql import testing as servers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,7 +63,7 @@ class Bench:
             self.user = pwd.getpwnam("postgres")
         except KeyError:
             self.user = provision.server_user()
-        self.prefix = {old: provision.postgresql(old), new: provision.postgresql(new)}
+        self.prefix = {old: servers.postgresql(old), new: servers.postgresql(new)}
         self.sock = Path(tempfile.mkdtemp(prefix="nm-bench-", dir="/tmp"))
         os.chown(self.sock, self.user.pw_uid, self.user.pw_gid)
         self.env = {"PATH": os.environ["PATH"], "LANG": "C", "HOME": "/"}

@@ -27,6 +27,8 @@ def test_generated_plugin_installs_is_listed_and_passes_the_conformance_suite(tm
     assert sorted(Path(p).name for p in result.json["files"]) == [
         "README.md",
         "__init__.py",
+        "nixos-defaults.nix",
+        "nixos.nix",
         "plugin.py",
         "py.typed",
         "pyproject.toml",
@@ -57,6 +59,33 @@ def test_generated_plugin_installs_is_listed_and_passes_the_conformance_suite(tm
         [venv / "bin" / "nixos-migrate", "plugins", "--json"], capture_output=True, text=True, check=True, env=env
     )
     assert "acme_cache" in listed.stdout
+    # its NixOS fragment parses, and the defaults it gives a service make a manifest the plugin takes
+    nix = shutil.which("nix-instantiate")
+    assert nix is not None, "nix-instantiate is missing: install Debian's nix-bin (`./run tests` does)"
+    for fragment in ("nixos.nix", "nixos-defaults.nix"):
+        parsed = subprocess.run([nix, "--parse", tmp_path / "plugin" / fragment], capture_output=True, text=True)
+        assert parsed.returncode == 0, parsed.stderr
+    expr = (
+        f'(import {REPO / "nixos" / "lib.nix"}).manifest {{ stateDir = "{tmp_path / "state"}";'
+        f" defaults.acme_cache = import {tmp_path / 'plugin' / 'nixos-defaults.nix'}"
+        f' {{ dataDir = "{tmp_path / "cache-data"}"; }};'
+        # the user the defaults name does not exist here: an explicit one wins
+        ' services.cache = { plugin = "acme_cache"; target = "1"; user = "root"; }; }'
+    )
+    manifest = subprocess.run(
+        [nix, "--store", "dummy://", "--eval", "--strict", "--json", "-E", expr], capture_output=True, text=True
+    )
+    assert manifest.returncode == 0, manifest.stderr
+    (tmp_path / "manifest.json").write_text(manifest.stdout)
+    assert '"unit":"acme_cache.service"' in manifest.stdout.replace(" ", "")
+    status = subprocess.run(
+        [venv / "bin" / "nixos-migrate", "-m", tmp_path / "manifest.json", "status", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert status.returncode == 0, status.stderr
+    assert '"plugin": "acme_cache"' in status.stdout
     tests = subprocess.run(
         [
             venv / "bin" / "python",

@@ -94,7 +94,40 @@ class BackupsGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class CommandsGroup(click.Group):
+    """The core's subcommands, and those plugins add through the entry-point group
+    `nixos_migrate.commands` (hookspecs.py), imported only when one of them runs or is listed."""
+
+    def _contributed(self) -> dict[str, Any]:
+        from importlib.metadata import entry_points
+
+        from nixos_migrate.hookspecs import COMMANDS_GROUP
+
+        return {ep.name: ep for ep in entry_points(group=COMMANDS_GROUP) if ep.name not in self.commands}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self._contributed()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        ep = self._contributed().get(cmd_name)
+        if ep is None:
+            return None
+        try:
+            command = ep.load()
+        except Exception as exc:
+            dist = ep.dist.name if ep.dist else "?"
+            raise UsageError(
+                f"the command {cmd_name!r} of {dist} could not be loaded: {type(exc).__name__}: {exc}",
+                hint="run `nixos-migrate plugins` to see which plugins loaded",
+            ) from exc
+        if not isinstance(command, click.Command):
+            raise UsageError(f"the entry point of command {cmd_name!r} is no click command: {ep.value}")
+        return command
+
+
+@click.group(cls=CommandsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "-m",
     "--manifest",
@@ -426,20 +459,6 @@ def plugins(json_output: bool) -> None:
             ["name", "distribution", "error"],
             [(f.name, f.distribution, f.error) for f in found.failures.values()],
         )
-
-
-@cli.command()
-@click.option("--from", "old", default="16", show_default=True, help="PostgreSQL major of the sample cluster.")
-@click.option("--to", "new", default="17", show_default=True, help="PostgreSQL major to upgrade to.")
-@click.option("--scale", default=10, show_default=True, help="pgbench scale of the sample data (10 = 1M rows).")
-@click.option("--keep", is_flag=True, help="Keep the temporary directory for a look afterwards.")
-def demo(old: str, new: str, scale: int, keep: bool) -> None:
-    """A real upgrade and downgrade of a throwaway PostgreSQL cluster (downloads two majors, cached)."""
-    try:
-        from nixos_migrate_postgresql.demo import run_demo
-    except ImportError:
-        raise UsageError("the demo needs the postgresql plugin", hint="install nixos-migrate-postgresql") from None
-    run_demo(old, new, scale, keep, lambda args: main(args), render.out.real())
 
 
 @cli.command("new-plugin")

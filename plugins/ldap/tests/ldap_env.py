@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import ldap3
+import openldap_servers
 
 from nixos_migrate.testing import provision
 
@@ -170,7 +171,7 @@ class Directory:
         return self.root / "bind-password"
 
     def tool(self, name: str, version: str | None = None) -> Path:
-        return provision.openldap(version or self.version) / "sbin" / name
+        return openldap_servers.openldap(version or self.version) / "sbin" / name
 
     def as_user(self, argv: list[str | Path]) -> str:
         return provision.run_as(self.user, argv)
@@ -236,7 +237,7 @@ def make_directory(
     root.mkdir(parents=True, exist_ok=True)
     provision.traversable(root)
     d = Directory(root, version, user)
-    prefix = provision.openldap(version)
+    prefix = openldap_servers.openldap(version)
     d.data_dir.mkdir()
     (root / "people.ldif").write_text(directory_ldif(people))
     d.password_file.write_text(SECRET + "\n")
@@ -266,7 +267,7 @@ def settings(d: Directory, *versions: str, **extra: object) -> dict[str, object]
     s: dict[str, object] = {
         "config_dir": str(d.config_dir),
         "data_dir": str(d.data_dir),
-        "packages": {v: str(provision.openldap(v)) for v in versions},
+        "packages": {v: str(openldap_servers.openldap(v)) for v in versions},
         "bind_dn": ADMIN,
         "bind_password_file": str(d.password_file),
         "port": provision.free_port(),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 
+import openldap_servers
 from ldap_env import make_directory, settings
 
 from nixos_migrate.testing import provision
@@ -41,7 +42,7 @@ with open(fifo, "w") as pipe:
 
 def _prefix_copy(tmp_path, name, *, without_modules=(), slapadd=None):
     """A copy of the 2.5 prefix: its module directory without `without_modules`, or another slapadd."""
-    real = provision.openldap("2.5")
+    real = openldap_servers.openldap("2.5")
     prefix = tmp_path / name
     shutil.copytree(real, prefix, symlinks=True)
     modules = prefix / "lib" / "ldap"
@@ -60,7 +61,7 @@ def _prefix_copy(tmp_path, name, *, without_modules=(), slapadd=None):
 
 def _manifest(manifest_builder, d, prefix25, **extra):
     s = settings(d, "2.4", "2.5")
-    s["packages"] = {"2.4": str(provision.openldap("2.4")), "2.5": str(prefix25)}
+    s["packages"] = {"2.4": str(openldap_servers.openldap("2.4")), "2.5": str(prefix25)}
     manifest_builder.service("ldap", plugin="ldap", target="2.5", user=d.user.pw_name, settings=s | extra)
     return manifest_builder.write()
 
@@ -81,7 +82,7 @@ def test_a_slapadd_killed_while_loading_restores_every_file(tmp_path, manifest_b
     content = d.content("2.4", with_config=True)
     before = d.files_digest()  # after the slapcat above, which touches BDB's region files
     marker = d.root / "killed"  # written by the wrapper, as the service user
-    real = provision.openldap("2.5") / "sbin" / "slapadd"
+    real = openldap_servers.openldap("2.5") / "sbin" / "slapadd"
     prefix = _prefix_copy(tmp_path, "killing", slapadd=KILLING_SLAPADD.format(real=real, marker=marker))
     manifest = _manifest(manifest_builder, d, prefix)
     result = run_cli(manifest, "up", timeout=600)
@@ -99,7 +100,7 @@ def test_a_running_slapd_without_a_unit_is_refused(tmp_path, manifest_builder):
     with d.slapd("2.4") as server:
         server.start(provision.port_open(d.port), timeout=30)
         before = d.content("2.4", with_config=True)
-        result = run_cli(_manifest(manifest_builder, d, provision.openldap("2.5")), "up", timeout=600)
+        result = run_cli(_manifest(manifest_builder, d, openldap_servers.openldap("2.5")), "up", timeout=600)
         assert result.code == 3, result.output
         assert "pre-check slapd not running failed: pid" in result.stderr
         assert d.content("2.4", with_config=True) == before

@@ -1,4 +1,5 @@
-"""`nixos-migrate demo`: a real upgrade and downgrade of a throwaway PostgreSQL cluster.
+"""`nixos-migrate demo`, a command this plugin adds to the CLI (entry-point group
+`nixos_migrate.commands`): a real upgrade and downgrade of a throwaway PostgreSQL cluster.
 
 Downloads (once, cached) two PostgreSQL majors, creates a cluster with sample data in a temporary
 directory, and runs the real commands against it: plan, up (with progress), verify, down, status.
@@ -16,12 +17,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import click
 from rich.console import Console
 
 from nixos_migrate.errors import MigrateError
 from nixos_migrate.testing import provision
 from nixos_migrate.testing.manifests import ManifestBuilder
 from nixos_migrate_postgresql import scratch
+from nixos_migrate_postgresql import testing as servers
 
 SAMPLE = r"""
 CREATE DATABASE shop;
@@ -52,7 +55,7 @@ def run_demo(old: str, new: str, scale: int, keep: bool, cli: Callable[[list[str
     try:
         with console.status(f"fetching PostgreSQL {old} and {new} (cached after the first run)"):
             try:
-                prefixes = {old: provision.postgresql(old), new: provision.postgresql(new)}
+                prefixes = {old: servers.postgresql(old), new: servers.postgresql(new)}
             except provision.ProvisionError as exc:
                 raise MigrateError(f"demo: {exc}", hint="check the network; downloads are cached") from None
         provision.traversable(root)
@@ -135,3 +138,15 @@ def _create_cluster(
             stdin=SAMPLE.encode(),
         )
         run([prefix / "bin" / "pgbench", "-i", "-q", "-s", str(scale), *conn, "shop"])
+
+
+@click.command("demo")
+@click.option("--from", "old", default="16", show_default=True, help="PostgreSQL major of the sample cluster.")
+@click.option("--to", "new", default="17", show_default=True, help="PostgreSQL major to upgrade to.")
+@click.option("--scale", default=10, show_default=True, help="pgbench scale of the sample data (10 = 1M rows).")
+@click.option("--keep", is_flag=True, help="Keep the temporary directory for a look afterwards.")
+def command(old: str, new: str, scale: int, keep: bool) -> None:
+    """A real upgrade and downgrade of a throwaway PostgreSQL cluster (downloads two majors, cached)."""
+    from nixos_migrate import cli, render
+
+    run_demo(old, new, scale, keep, cli.main, render.out.real())

@@ -28,6 +28,7 @@ from nixos_migrate.testing import provision
 from nixos_migrate.testing.cli import CliResult, run_cli
 from nixos_migrate.testing.manifests import ManifestBuilder
 from nixos_migrate_postgresql import scratch
+from nixos_migrate_postgresql import testing as servers
 
 KITCHEN_SINK = "kitchen-sink"  # make_cluster's default: the corpus for the cluster's major
 
@@ -178,7 +179,7 @@ class Cluster:
 
     @property
     def prefix(self) -> Path:
-        return provision.postgresql(self.major)
+        return servers.postgresql(self.major)
 
     def as_user(self, argv: list[str | Path], input: str | None = None) -> str:
         return provision.run_as(self.user, argv, input=input)
@@ -393,7 +394,7 @@ def prefix_with(real: Path, where: Path, tool: str, script: str) -> Path:
 
 
 def packages(*majors: str) -> dict[str, str]:
-    return {m: str(provision.postgresql(m)) for m in majors}
+    return {m: str(servers.postgresql(m)) for m in majors}
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import pytest
 from conftest import Cluster, prefix_with
 
 from nixos_migrate.testing import provision
+from nixos_migrate_postgresql import testing as servers
 
 WRITES_AFTER_UPGRADE = r"""
 \connect app
@@ -111,7 +112,7 @@ def test_a_failed_down_is_restored_against_the_fingerprint_taken_during_the_copy
     svc = pg_service(pg_root / "data", ("16", "17"))
     assert svc.cli("17", "up").code == 0
     before = Cluster("17", pg_root / "data", cluster.sock, cluster.user).offline_content()
-    svc.settings["packages"]["16"] = str(_failing_psql_prefix(provision.postgresql("16"), pg_root / "broken-16"))
+    svc.settings["packages"]["16"] = str(_failing_psql_prefix(servers.postgresql("16"), pg_root / "broken-16"))
     result = svc.cli("17", "down", "db", "--to", "16")
     assert result.code == 1, result.output
     assert "simulated failure while loading" in result.stderr
@@ -134,7 +135,7 @@ def test_a_copy_that_silently_lost_a_row_is_caught_before_the_commit_and_restore
     svc = pg_service(pg_root / "data", ("16", "17"))
     assert svc.cli("17", "up").code == 0
     before = Cluster("17", pg_root / "data", cluster.sock, cluster.user).offline_content()
-    real = provision.postgresql("16")
+    real = servers.postgresql("16")
     script = f"""for a in "$@"; do [ "$a" = -f ] || [ "$a" = --version ] && exec {real}/bin/psql "$@"; done
 sed -e '/^77777\\t/d' | {real}/bin/psql "$@"
 """
@@ -186,7 +187,7 @@ def test_down_copies_tables_on_their_own_streams_as_pg_dump_would(cluster_factor
         written = upgraded.content()
     finally:
         upgraded.stop()
-    real = provision.postgresql("17")
+    real = servers.postgresql("17")
     calls = pg_root / "psql-calls"
     logging = f"""printf '%s\\n' "$*" >> {calls}
 exec {real}/bin/psql "$@"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from conftest import SMALL, Cluster, prefix_with
 
-from nixos_migrate.testing import provision
+from nixos_migrate_postgresql import testing as servers
 
 
 def test_missing_binary_is_refused_before_anything_changes(cluster_factory, pg_service, pg_root):
@@ -97,7 +97,7 @@ victim=$(find "$new/base" -type f -size +1M -printf '%s %p\\n' | sort -n | tail 
 def test_verify_mismatch_restores_the_old_cluster(cluster_factory, pg_service, pg_root):
     cluster = cluster_factory("16", pg_root / "data")
     before = cluster.offline_content()
-    broken = _corrupting_prefix(provision.postgresql("17"), pg_root / "broken-17")
+    broken = _corrupting_prefix(servers.postgresql("17"), pg_root / "broken-17")
     svc = pg_service(pg_root / "data", ("16",), method="copy")
     svc.settings["packages"]["17"] = str(broken)
     result = svc.cli("17", "up")
