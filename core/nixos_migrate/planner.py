@@ -16,7 +16,6 @@ from typing import Any
 from nixos_migrate.context import Service
 from nixos_migrate.errors import (
     JournalDirty,
-    MigrateError,
     NeedsAcceptance,
     PluginError,
     PrecheckFailed,
@@ -25,7 +24,7 @@ from nixos_migrate.errors import (
 )
 from nixos_migrate.journal import InFlight, Journal
 from nixos_migrate.model import BackupRecord, Check, Step
-from nixos_migrate.plugins import PluginHooks
+from nixos_migrate.plugins import PluginHooks, call_hook
 
 #: Kept free on the backup filesystem on top of the estimates.
 BACKUP_MARGIN = 1 << 20
@@ -89,16 +88,6 @@ class ServicePlan:
                 "started": self.in_flight.started,
             },
         }
-
-
-def call_hook(hooks: PluginHooks, hook: str, **kwargs: Any) -> Any:
-    """Call a hook; a non-project exception becomes a `PluginError` naming plugin and hook."""
-    try:
-        return hooks.call(hook, **kwargs)
-    except MigrateError:
-        raise
-    except Exception as exc:
-        raise PluginError(f"plugin {hooks.name!r}, hook {hook}: {type(exc).__name__}: {exc}") from exc
 
 
 def dirty_refusal(name: str, flight: InFlight) -> Refusal:

@@ -19,7 +19,7 @@ from typing import Any
 import pluggy
 
 from nixos_migrate import hookspecs
-from nixos_migrate.errors import PluginError
+from nixos_migrate.errors import MigrateError, PluginError
 
 GROUP = "nixos_migrate"
 ALLOW_ENV = "NIXOS_MIGRATE_PLUGINS"
@@ -136,6 +136,16 @@ class PluginHooks:
     def call(self, hook: str, **kwargs: Any) -> Any:
         caller = self._manager.subset_hook_caller(hook, remove_plugins=self._others)
         return caller(**kwargs)
+
+
+def call_hook(hooks: PluginHooks, hook: str, **kwargs: Any) -> Any:
+    """Call a hook; a non-project exception becomes a `PluginError` naming plugin and hook."""
+    try:
+        return hooks.call(hook, **kwargs)
+    except MigrateError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"plugin {hooks.name!r}, hook {hook}: {type(exc).__name__}: {exc}") from exc
 
 
 def _new_manager() -> pluggy.PluginManager:
