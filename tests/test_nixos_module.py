@@ -365,3 +365,18 @@ def test_null_option_values_are_left_out_as_the_module_passes_them():
     assert "null" not in json.dumps(data)
     assert data["services"]["app"]["migrations"][0] == {"version": "2024-01-01", "up": {"script": "x"}, "down": {}}
     parse_manifest(json.dumps(data), "nulls.json", "json")
+
+
+def test_the_convenience_options_every_plugin_shares():
+    """nixos/convenience.nix, with a stand-in for nixpkgs' lib that shows what it declares."""
+    options = nix_eval(
+        f'import {REPO}/nixos/convenience.nix {{ mkOption = o: o; types = {{ listOf = t: "list of ${{t}}";'
+        ' package = "package"; str = "string"; bool = "bool"; }; }'
+        ' { service = "PostgreSQL"; unit = "postgresql.service"; versions = "majors"; }'
+    )
+    assert sorted(options) == ["accept", "autoApply", "previousPackages"]
+    assert (options["autoApply"]["type"], options["autoApply"]["default"]) == ("bool", False)
+    assert options["previousPackages"]["type"] == "list of package" and options["accept"]["default"] == []
+    assert "postgresql.service" in options["autoApply"]["description"]
+    for fragment in ("postgresql", "ldap"):
+        assert "import ../../nixos/convenience.nix lib" in (REPO / "plugins" / fragment / "nixos.nix").read_text()

@@ -6,7 +6,7 @@
   ...
 }:
 let
-  inherit (lib) mkDefault mkEnableOption mkIf mkOption types;
+  inherit (lib) mkDefault mkEnableOption mkIf;
   cfg = config.services.nixos-migrate;
   ol = config.services.openldap;
   olm = cfg.openldap;
@@ -24,21 +24,11 @@ in
       migrations of services.openldap: declares services.nixos-migrate.services.openldap (plugin
       ldap) with the current version as its target (settings, user and unit from services.openldap)
     '';
-    previousPackages = mkOption {
-      type = types.listOf types.package;
-      default = [ ];
-      description = "The OpenLDAP versions the data may be at, kept in the closure for slapcat and downgrades.";
-    };
-    accept = mkOption {
-      type = types.listOf types.str;
-      default = [ ];
-      description = "Versions whose warnings (e.g. hdb to mdb) are accepted.";
-    };
-    autoApply = mkOption {
-      type = types.bool;
-      default = false;
-      description = "Migrate before openldap.service starts, instead of refusing to start it.";
-    };
+  }
+  // import ../../nixos/convenience.nix lib {
+    service = "OpenLDAP";
+    unit = "openldap.service";
+    versions = "versions";
   };
 
   config = mkIf cfg.enable {

@@ -14,21 +14,17 @@ let
   packages = lib.listToAttrs (map (p: lib.nameValuePair p.psqlSchema "${p}") (pgm.previousPackages ++ [ pg.package ]));
 in
 {
-  options.services.nixos-migrate.postgresql = {
+  options.services.nixos-migrate.postgresql = import ../../nixos/convenience.nix lib {
+    service = "PostgreSQL";
+    unit = "postgresql.service";
+    versions = "majors";
+  }
+  // {
     enable = mkEnableOption ''
       migrations of services.postgresql: declares services.nixos-migrate.services.postgresql with
       the current major as its target (its settings, user and unit come from services.postgresql,
       as for any service of the postgresql plugin)
     '';
-    previousPackages = mkOption {
-      type = types.listOf types.package;
-      default = [ ];
-      example = lib.literalExpression "[ pkgs.postgresql_16 ]";
-      description = ''
-        The majors the data may be at: kept in the system closure, so that pg_upgrade (up) and
-        the older server (down) are present.
-      '';
-    };
     oldDataDir = mkOption {
       type = types.nullOr types.path;
       default = null;
@@ -48,16 +44,6 @@ in
       );
       default = null;
       description = "How pg_upgrade carries the files (docs/postgresql.md); null: the plugin's default (auto).";
-    };
-    autoApply = mkOption {
-      type = types.bool;
-      default = false;
-      description = "Upgrade before postgresql.service starts, instead of refusing to start it.";
-    };
-    accept = mkOption {
-      type = types.listOf types.str;
-      default = [ ];
-      description = "Majors whose warnings are accepted.";
     };
   };
 
