@@ -40,6 +40,8 @@ from nixos_migrate.runner import stop_process, wait_ready
 
 CACHE_ENV = "NIXOS_MIGRATE_CACHE"
 TEST_USER = "nixos-migrate-test"
+#: this machine's dynamic loader, which runs the programs of releases whose glibc is not newer
+SYSTEM_LOADER = "/lib64/ld-linux-x86-64.so.2"
 
 
 class ProvisionError(RuntimeError):
@@ -181,19 +183,22 @@ def debian_package(package: str, suite: str, version: str | None = None) -> Path
         debs = root / "debs"
         debs.mkdir(exist_ok=True)
         spec = f"{package}={version}" if version else package
-        before = set(debs.glob("*.deb"))
-        proc = subprocess.run(
-            ["apt-get", *options, "-q", "download", spec], cwd=debs, capture_output=True, text=True, check=False
-        )
-        if proc.returncode != 0:
-            raise ProvisionError(f"apt-get download {spec} from {suite} failed: {proc.stderr.strip()[-1000:]}")
-        new = sorted(set(debs.glob("*.deb")) - before) or sorted(debs.glob(f"{package}_*.deb"))
-        if not new:
-            raise ProvisionError(f"apt-get download {spec} from {suite} wrote no .deb")
+        # a directory of its own: other workers download other packages of the suite at the same time
+        with tempfile.TemporaryDirectory(dir=debs) as fetched:
+            proc = subprocess.run(
+                ["apt-get", *options, "-q", "download", spec], cwd=fetched, capture_output=True, text=True, check=False
+            )
+            if proc.returncode != 0:
+                raise ProvisionError(f"apt-get download {spec} from {suite} failed: {proc.stderr.strip()[-1000:]}")
+            new = sorted(Path(fetched).glob("*.deb"))
+            if len(new) != 1:
+                raise ProvisionError(f"apt-get download {spec} from {suite} wrote {len(new)} .deb files")
+            deb = debs / new[0].name
+            new[0].replace(deb)
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir(parents=True)
-        _run(["dpkg-deb", "-x", str(new[-1]), str(dest)], f"dpkg-deb -x {new[-1].name}")
-        (dest / ".deb").write_text(new[-1].name)
+        _run(["dpkg-deb", "-x", str(deb), str(dest)], f"dpkg-deb -x {deb.name}")
+        (dest / ".deb").write_text(deb.name)
         marker.touch()
     return dest
 
@@ -214,34 +219,47 @@ def debian_prefix(
     programs: Mapping[str, str],
     links: Mapping[str, str] | None = None,
 ) -> Path:
-    """An install prefix made of Debian `packages` of `suite` (the first holds the programs).
+    """An install prefix made of Debian `packages` of `suite`.
 
-    `programs` maps a path in the prefix (`sbin/slapd`) to the program in the package
-    (`usr/sbin/slapd`); each becomes a wrapper that runs it with the unpacked libraries (for
-    trixie, whose glibc is newer than this machine's, through trixie's own loader, from libc6).
-    `links` maps prefix paths to package paths (module and schema directories)."""
+    `programs` maps a path in the prefix (`sbin/slapd`) to the program in the packages
+    (`usr/sbin/slapd`, taken from the first package that has it); each becomes a wrapper that runs
+    it with the unpacked libraries through a dynamic loader (for trixie, whose glibc is newer than
+    this machine's, trixie's own, from libc6). A program that is a script (`#!`) is linked, not wrapped:
+    its interpreter is this machine's. `links` maps prefix paths to package paths (module, schema
+    and share directories), likewise from the first package that has them."""
     dest = cache_dir() / "prefixes" / name
     marker = dest / ".complete"
     with cache_lock(f"prefix-{name}"):
         if is_complete(marker):
             return dest
         roots = [debian_package(p, suite) for p in packages]
+
+        def inside(path: str) -> Path:
+            found = next((r / path for r in roots if (r / path).exists()), None)
+            if found is None:
+                raise ProvisionError(f"none of {', '.join(packages)} ({suite}) has {path}")
+            return found
+
         libs = ":".join([*_library_dirs(roots), "/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu"])
         loader = next((r / "usr/lib64/ld-linux-x86-64.so.2" for r in roots if (r / "usr/lib64").is_dir()), None)
         shutil.rmtree(dest, ignore_errors=True)
         for rel, program in programs.items():
-            target = roots[0] / program
+            target = inside(program)
             wrapper = dest / rel
             wrapper.parent.mkdir(parents=True, exist_ok=True)
-            if loader is not None:
-                run = f"exec '{loader}' --library-path '{libs}' --argv0 '{Path(rel).name}' '{target}' \"$@\""
-            else:
-                run = f"LD_LIBRARY_PATH='{libs}' exec '{target}' \"$@\""
+            with open(target, "rb") as head:
+                script = head.read(2) == b"#!"
+            if script:
+                wrapper.symlink_to(target)
+                continue
+            # argv[0] is the wrapper's path: programs that run their siblings (mariadb-upgrade runs
+            # mariadb) look for them beside argv[0], in the prefix
+            run = f"exec '{loader or SYSTEM_LOADER}' --library-path '{libs}' --argv0 '{wrapper}' '{target}' \"$@\""
             wrapper.write_text(f"#!/bin/sh\n# {suite}: {' '.join(packages)}\n{run}\n")
             wrapper.chmod(0o755)
-        for rel, inside in (links or {}).items():
+        for rel, path in (links or {}).items():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            (dest / rel).symlink_to(roots[0] / inside)
+            (dest / rel).symlink_to(inside(path))
         traversable(dest)
         marker.touch()
     return dest

@@ -1,0 +1,1 @@
+"""nixos-migrate plugin for MariaDB and MySQL (NixOS's `services.mysql`)."""

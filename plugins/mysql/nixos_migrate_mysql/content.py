@@ -1,0 +1,194 @@
+"""What the data holds, read through a private server: the fingerprint compared across a step,
+and the health checks of the data as it is.
+
+The fingerprint names every object of the user databases (everything but the server's own
+`mysql`, `information_schema`, `performance_schema`, `sys`) with what identifies its content:
+a table's engine, row count and a sum of hashes of every row's values (and the count of its
+history rows, system-versioned);
+a routine's, trigger's and event's definition; a view's existence; every account beyond those a
+fresh install makes. A step must carry all of it: an in-place upgrade does not rewrite rows, and
+a logical copy loads the same values (the comparison runs before the copy replaces anything).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from nixos_migrate.model import Check
+from nixos_migrate_mysql.installation import SYSTEM_DATABASES
+from nixos_migrate_mysql.server import Server
+
+#: accounts every fresh data directory has (install-db's, MySQL's system accounts, MariaDB's PUBLIC)
+INSTALL_ACCOUNTS = {"root", "mariadb.sys", "mysql.sys", "mysql.session", "mysql.infoschema", "PUBLIC", ""}
+_NOT_SYSTEM = "NOT IN ({})".format(", ".join(f"'{d}'" for d in SYSTEM_DATABASES))
+_EVENT_ERROR = "Event Scheduler: An error occurred"
+
+
+def ident(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _hash(text: Any) -> str:
+    data = text if isinstance(text, bytes) else str(text).encode()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def user_databases(server: Server) -> list[str]:
+    rows = server.query(f"SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME {_NOT_SYSTEM}")
+    return sorted(str(r[0]) for r in rows)
+
+
+def _rows(server: Server, schema: str, name: str, columns: list[str]) -> str:
+    """Row count and a sum of row hashes over the values as text (`QUOTE` keeps NULL apart from
+    'NULL'; timestamps read in UTC). Not `CHECKSUM TABLE`: it hashes the storage format, which
+    changes between series (TIMESTAMP in 11.5), not the values."""
+    qualified = f"{ident(schema)}.{ident(name)}"
+    if not columns:
+        return f"{server.value(f'SELECT COUNT(*) FROM {qualified}')} rows"
+    row = "MD5(CONCAT_WS(0x1f, " + ", ".join(f"QUOTE({ident(c)})" for c in columns) + "))"
+    count, high, low = server.query(
+        f"SELECT COUNT(*), SUM(CONV(SUBSTRING(h, 1, 15), 16, 10)), SUM(CONV(SUBSTRING(h, 16, 15), 16, 10))"
+        f" FROM (SELECT {row} AS h FROM {qualified}) AS hashed"
+    )[0]
+    return f"{count} rows, hash {int(high or 0):x}.{int(low or 0):x}"
+
+
+def fingerprint(server: Server, service_user: str) -> dict[str, str]:
+    """Object -> what identifies its content (see the module's docstring)."""
+    objects: dict[str, str] = {}
+    tables: dict[str, list[str]] = {}
+    for schema, name, kind, engine in server.query(
+        "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE, ENGINE FROM information_schema.TABLES"
+        f" WHERE TABLE_SCHEMA {_NOT_SYSTEM} ORDER BY 1, 2"
+    ):
+        if kind == "VIEW":
+            objects[f"view {schema}.{name}"] = "view"
+        elif kind == "SEQUENCE":
+            objects[f"sequence {schema}.{name}"] = "sequence"
+        else:
+            tables.setdefault(str(schema), []).append(str(name))
+            objects[f"table {schema}.{name}"] = f"engine {engine}"
+    versioned = {
+        (str(a), str(b))
+        for a, b in server.query(
+            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES"
+            f" WHERE TABLE_TYPE = 'SYSTEM VERSIONED' AND TABLE_SCHEMA {_NOT_SYSTEM}"
+        )
+    }
+    columns: dict[tuple[str, str], list[str]] = {}
+    for schema, name, column in server.query(
+        "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS"
+        f" WHERE TABLE_SCHEMA {_NOT_SYSTEM} ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION"
+    ):
+        columns.setdefault((str(schema), str(name)), []).append(str(column))
+    for schema, names in tables.items():
+        for name in names:
+            objects[f"table {schema}.{name}"] += ", " + _rows(server, schema, name, columns.get((schema, name), []))
+            if (schema, name) in versioned:
+                qualified = f"{ident(schema)}.{ident(name)}"
+                history = server.value(f"SELECT COUNT(*) FROM {qualified} FOR SYSTEM_TIME ALL")
+                objects[f"table {schema}.{name}"] += f", {history} rows with history"
+    for schema, name, kind, body in server.query(
+        "SELECT ROUTINE_SCHEMA, ROUTINE_NAME, ROUTINE_TYPE, ROUTINE_DEFINITION FROM information_schema.ROUTINES"
+        f" WHERE ROUTINE_SCHEMA {_NOT_SYSTEM}"
+    ):
+        objects[f"{str(kind).lower()} {schema}.{name}"] = _hash(body)
+    for schema, name, table, body in server.query(
+        "SELECT TRIGGER_SCHEMA, TRIGGER_NAME, EVENT_OBJECT_TABLE, ACTION_STATEMENT FROM information_schema.TRIGGERS"
+        f" WHERE TRIGGER_SCHEMA {_NOT_SYSTEM}"
+    ):
+        objects[f"trigger {schema}.{name}"] = f"on {table}: {_hash(body)}"
+    for schema, name, status, body in server.query(
+        "SELECT EVENT_SCHEMA, EVENT_NAME, STATUS, EVENT_DEFINITION FROM information_schema.EVENTS"
+        f" WHERE EVENT_SCHEMA {_NOT_SYSTEM}"
+    ):
+        objects[f"event {schema}.{name}"] = f"{status}: {_hash(body)}"
+    for user, host in server.query("SELECT User, Host FROM mysql.user"):
+        if str(user) not in INSTALL_ACCOUNTS | {service_user}:
+            objects[f"account {user}@{host}"] = "account"
+    return dict(sorted(objects.items()))
+
+
+def digest(objects: Mapping[str, str]) -> str:
+    return _hash("\n".join(f"{k}\t{v}" for k, v in sorted(objects.items())))
+
+
+def differences(expected: Mapping[str, str], found: Mapping[str, str], limit: int = 10) -> list[str]:
+    """What differs, one line per object, the first `limit`."""
+    lines = []
+    for name in sorted(set(expected) | set(found)):
+        want, have = expected.get(name), found.get(name)
+        if want == have:
+            continue
+        if want is None:
+            lines.append(f"{name}: not there before")
+        elif have is None:
+            lines.append(f"{name}: missing")
+        else:
+            lines.append(f"{name}: {have}, expected {want}")
+    more = len(lines) - limit
+    return lines[:limit] + ([f"... and {more} more"] if more > 0 else [])
+
+
+def compare(expected: Mapping[str, str], found: Mapping[str, str]) -> Check:
+    diff = differences(expected, found)
+    tables = sum(1 for k in found if k.startswith("table "))
+    detail = "; ".join(diff) if diff else f"{len(found)} objects ({tables} tables) as before, digest {digest(found)}"
+    return Check("content equals the fingerprint before the step", not diff, detail)
+
+
+def system_tables(server: Server) -> list[Check]:
+    """The failures a server shows on data whose system tables were not upgraded: routines that
+    cannot be loaded ("Cannot load from mysql.proc"), an event scheduler disabled at start."""
+    checks = []
+    routines = server.query(
+        "SELECT ROUTINE_SCHEMA, ROUTINE_NAME, ROUTINE_TYPE FROM information_schema.ROUTINES"
+        f" WHERE ROUTINE_SCHEMA {_NOT_SYSTEM}"
+    )
+    broken = []
+    for schema, name, kind in routines:
+        try:
+            server.query(f"SHOW CREATE {kind} {ident(str(schema))}.{ident(str(name))}")
+        except Exception as exc:
+            broken.append(f"{schema}.{name}: {exc}")
+    detail = "; ".join(broken[:5]) if broken else f"{len(routines)} loadable"
+    checks.append(Check("stored routines load", not broken, detail))
+    log = server.log_text()
+    disabled = _EVENT_ERROR in log
+    events = server.value(f"SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA {_NOT_SYSTEM}")
+    checks.append(
+        Check(
+            "event scheduler usable",
+            not disabled,
+            f"the server disabled it at start: {next(line for line in log.splitlines() if _EVENT_ERROR in line)}"
+            if disabled
+            else f"{events} events",
+        )
+    )
+    return checks
+
+
+def check_tables(server: Server, databases: list[str]) -> Check:
+    """CHECK TABLE on every table of the user databases and the system database (what
+    `mariadb-check --all-databases` does), through the same connection."""
+    problems = []
+    count = 0
+    for schema in ["mysql", *databases]:
+        names = [
+            str(r[0])
+            for r in server.query(
+                "SELECT TABLE_NAME FROM information_schema.TABLES"
+                " WHERE TABLE_SCHEMA = %s AND TABLE_TYPE = 'BASE TABLE'",
+                (schema,),
+            )
+        ]
+        for start in range(0, len(names), 50):
+            batch = ", ".join(f"{ident(schema)}.{ident(n)}" for n in names[start : start + 50])
+            for table, _op, kind, text in server.query(f"CHECK TABLE {batch}"):
+                count += 1 if kind == "status" else 0
+                if kind == "error" or (kind == "status" and str(text) not in ("OK", "Table is already up to date")):
+                    problems.append(f"{table}: {text}")
+    detail = "; ".join(problems[:5]) if problems else f"{count} tables OK"
+    return Check("CHECK TABLE of every table", not problems, detail)

@@ -1,0 +1,298 @@
+"""Logical copies: a dump of the server the data is at, loaded into a fresh data directory of
+another version (every downgrade; upgrades with `method = "logical"`).
+
+The copy is built beside the data directory (same filesystem, a hidden name) and checked
+against the fingerprint taken before the step while both servers are up; only then does it
+replace the data directory (two renames). A failure anywhere leaves the data directory as it
+was. What the older version cannot hold (a data type or collation it lacks) is named before
+anything is loaded.
+
+The dump is written by the newer version's dump tool (it knows everything the newer server
+has); its first line may be the "sandbox mode" comment (mariadb-dump from 10.5.25, 10.11.8,
+11.x), which older clients reject: it is dropped on the way. Accounts travel as `CREATE USER` +
+`GRANT` statements read from the source (portable between the two families, unlike the `mysql`
+tables), loaded after the data, then `FLUSH PRIVILEGES`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from nixos_migrate.context import Service
+from nixos_migrate.errors import MigrateError
+from nixos_migrate.runner import CommandRunner, Identity
+from nixos_migrate_mysql import content, installation, versions
+from nixos_migrate_mysql.server import Server, running
+
+_SANDBOX = re.compile(rb"^/\*M?!999999\\- enable the sandbox mode \*/\s*\n")
+#: data types and the series that introduced them (MariaDB): an older target cannot hold them
+_NEW_TYPES = {"inet6": (10, 5), "uuid": (10, 7), "inet4": (10, 10), "vector": (11, 7)}
+_CHUNK = 1 << 20
+
+
+def staging_dir(data_dir: Path) -> Path:
+    return data_dir.parent / f".{data_dir.name}.nixos-migrate-staging"
+
+
+def replaced_dir(data_dir: Path) -> Path:
+    return data_dir.parent / f".{data_dir.name}.nixos-migrate-replaced"
+
+
+def clear_leftovers(data_dir: Path) -> None:
+    """What an interrupted copy left beside the data directory."""
+    for path in (staging_dir(data_dir), replaced_dir(data_dir)):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+#: the end of time of a system-versioned row (its row_end while it is current), before and from 11.5
+END_OF_TIME_2038 = b"'2038-01-19 03:14:07.999999')"
+END_OF_TIME_2106 = b"'2106-02-07 06:28:15.999999')"
+_HISTORY_INSERT = re.compile(rb"^INSERT INTO `(?:[^`]|``)+` \(.*row_start, row_end\) VALUES ")
+
+
+def _write_all(sink: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(sink, view) :]
+
+
+def dump_filter(end_of_time: bool) -> Callable[[int, int], None]:
+    """A pipeline filter for the dump on its way to an older client: the sandbox-mode comment
+    dropped; with `end_of_time`, the row_end of current rows of system-versioned tables (the last
+    value of each tuple of their history INSERTs, which `--dump-history` writes with the column
+    list `…, row_start, row_end)`, a tuple a line) moved from 11.5's end of time to the one before."""
+
+    def run(source: int, sink: int) -> None:
+        head = b""
+        while b"\n" not in head and len(head) < 4096:
+            chunk = os.read(source, 4096)
+            if not chunk:
+                break
+            head += chunk
+        head = _SANDBOX.sub(b"", head, count=1)
+        if not end_of_time:
+            _write_all(sink, head)
+            while chunk := os.read(source, _CHUNK):
+                _write_all(sink, chunk)
+            return
+        with os.fdopen(os.dup(source), "rb", buffering=_CHUNK) as rest:
+            pending, history = head, False
+            for line in rest:
+                if pending:
+                    line, pending = pending + line, b""
+                history = history or bool(_HISTORY_INSERT.match(line))
+                if history:  # the statement goes on over lines, one tuple each, until `);`
+                    line = line.replace(b"," + END_OF_TIME_2106, b"," + END_OF_TIME_2038)
+                    history = not line.rstrip().endswith(b");")
+                _write_all(sink, line)
+            _write_all(sink, pending)
+
+    return run
+
+
+def initialize(service: Service, version: str, data_dir: Path) -> None:
+    """A fresh data directory of `version` (the install script of MariaDB and MySQL 5.6; the
+    server's `--initialize-insecure` from MySQL 5.7)."""
+    s = installation.settings_of(service)
+    root = installation.prefix(s, version)
+    defaults = f"--defaults-file={s.config_file}" if s.config_file else "--no-defaults"
+    if versions.is_mariadb(version) or versions.key(version) < (5, 7):
+        argv = [installation.tool(root, "install-db"), defaults, f"--basedir={root}", f"--datadir={data_dir}"]
+        argv += [f"--user={service.run.identity.name}", "--skip-name-resolve"]
+        if versions.is_mariadb(version):
+            argv.append("--skip-test-db")
+    else:
+        argv = [installation.tool(root, "server"), defaults, "--initialize-insecure", f"--basedir={root}"]
+        argv += [f"--datadir={data_dir}"]
+    service.run.run(argv)
+
+
+def accounts(source: Server, service_user: str) -> list[str]:
+    """CREATE USER / CREATE ROLE and GRANT statements of every account a fresh install lacks."""
+    statements: list[str] = []
+    fresh = content.INSTALL_ACCOUNTS | {service_user}
+    has_roles = bool(source.query("SHOW COLUMNS FROM mysql.user LIKE 'is_role'"))
+    columns = "User, Host, is_role" if has_roles else "User, Host, 'N'"
+    rows = [(str(u), str(h), str(r)) for u, h, r in source.query(f"SELECT {columns} FROM mysql.user")]
+    for user, host, is_role in rows:
+        if user in fresh:
+            continue
+        quoted = f"'{user}'" if is_role == "Y" else f"'{user}'@'{host}'"
+        if is_role == "Y":
+            statements.append(f"CREATE ROLE IF NOT EXISTS {quoted}")
+        else:
+            create = str(source.value(f"SHOW CREATE USER {quoted}"))
+            statements.append(re.sub(r"^CREATE USER ", "CREATE USER IF NOT EXISTS ", create))
+    for user, host, is_role in rows:
+        if user in fresh:
+            continue
+        quoted = f"'{user}'" if is_role == "Y" else f"'{user}'@'{host}'"
+        statements += [str(r[0]) for r in source.query(f"SHOW GRANTS FOR {quoted}")]
+    return statements
+
+
+def _history_tables(source: Server) -> list[str]:
+    """System-versioned tables that hold history rows."""
+    found = []
+    for schema, name in source.query(
+        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'SYSTEM VERSIONED'"
+    ):
+        qualified = f"{content.ident(str(schema))}.{content.ident(str(name))}"
+        total = source.value(f"SELECT COUNT(*) FROM {qualified} FOR SYSTEM_TIME ALL")
+        current = source.value(f"SELECT COUNT(*) FROM {qualified}")
+        if total != current:
+            found.append(f"{schema}.{name}")
+    return found
+
+
+def carries_history(dump: Path, target: Server) -> bool:
+    """Whether history rows can travel: the dump tool writes them (`--dump-history`, 10.11+) and
+    the target server takes them (`system_versioning_insert_history`, 10.11+)."""
+    runner = CommandRunner(Identity.lookup(None))
+    if "--dump-history" not in runner.run([dump, "--help"], check=False).output:
+        return False
+    try:
+        target.value("SELECT @@system_versioning_insert_history")
+    except Exception:
+        return False
+    return True
+
+
+def unsupported(source: Server, target: Server, dump: Path) -> list[str]:
+    """Objects of the source that the target server cannot hold, named."""
+    found = []
+    if not carries_history(dump, target):
+        found += [f"the history rows of system-versioned table {t}" for t in _history_tables(source)]
+    if not versions.is_mariadb(target.version):
+        return found
+    target_key = versions.key(target.version)
+    not_system = ", ".join(f"'{d}'" for d in installation.SYSTEM_DATABASES)
+    for schema, table, column, kind in source.query(
+        "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS"
+        f" WHERE TABLE_SCHEMA NOT IN ({not_system})"
+    ):
+        since = _NEW_TYPES.get(str(kind).lower())
+        if since is not None and since > target_key:
+            found.append(f"column {schema}.{table}.{column} of type {kind} (MariaDB {since[0]}.{since[1]}+)")
+    return found
+
+
+def missing_collations(source: Server, target: Server) -> list[str]:
+    """Columns, tables and databases whose collation the target server does not have."""
+    have = {str(r[0]) for r in target.query("SELECT COLLATION_NAME FROM information_schema.COLLATIONS")}
+    not_system = ", ".join(f"'{d}'" for d in installation.SYSTEM_DATABASES)
+    used = source.query(
+        "SELECT CONCAT('database ', SCHEMA_NAME), DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA"
+        f" WHERE SCHEMA_NAME NOT IN ({not_system})"
+        " UNION ALL SELECT CONCAT('table ', TABLE_SCHEMA, '.', TABLE_NAME), TABLE_COLLATION"
+        f" FROM information_schema.TABLES WHERE TABLE_SCHEMA NOT IN ({not_system}) AND TABLE_COLLATION IS NOT NULL"
+        " UNION ALL SELECT CONCAT('column ', TABLE_SCHEMA, '.', TABLE_NAME, '.', COLUMN_NAME), COLLATION_NAME"
+        f" FROM information_schema.COLUMNS WHERE TABLE_SCHEMA NOT IN ({not_system}) AND COLLATION_NAME IS NOT NULL"
+    )
+    return [f"{what} (collation {collation})" for what, collation in used if str(collation) not in have]
+
+
+def copy(service: Service, from_version: str, to_version: str, expected: dict[str, str]) -> None:
+    """Dump the data of `from_version`, load it into a fresh data directory of `to_version`,
+    compare it with `expected`, and put it in place of the data directory."""
+    s = installation.settings_of(service)
+    data_dir = s.data_dir
+    if os.path.ismount(data_dir):
+        raise MigrateError(
+            f"{data_dir} is a mount point: a logical copy builds the new data directory beside it and renames it",
+            hint="make data_dir a directory inside the mount (NixOS: services.mysql.dataDir)",
+        )
+    clear_leftovers(data_dir)
+    staging = service.private_dir(staging_dir(data_dir))
+    root_runner = CommandRunner(Identity.lookup(None))  # clients log in as admin_user through the socket
+    user = service.run.identity.name
+    with service.progress.task(f"fresh data directory of {versions.label(to_version)}"):
+        initialize(service, to_version, staging)
+    with (
+        running(service, from_version, data_dir, name="source") as source,
+        running(service, to_version, staging, name="target", slow_shutdown=True) as target,
+    ):
+        dump = installation.tool(source.root, "dump")
+        refused = unsupported(source, target, dump) + missing_collations(source, target)
+        if refused:
+            raise MigrateError(
+                f"{versions.label(to_version)} cannot hold: " + "; ".join(refused[:10])
+                + (f" (and {len(refused) - 10} more)" if len(refused) > 10 else ""),
+                hint="change or drop these objects on the newer version first, or restore the backup taken before"
+                " the upgrade (`nixos-migrate restore`)",
+            )  # fmt: skip
+        databases = content.user_databases(source)
+        grants = accounts(source, user)
+        client = installation.tool(target.root, "client")
+        options = ["--dump-history"] if carries_history(dump, target) else []
+        if options and versions.key(source.version) < (11, 5) <= versions.key(target.version):
+            options.append("--update-history")  # 11.5 moved the end of time from 2038 to 2106
+        crosses_end_of_time = bool(options) and versions.key(target.version) < (11, 5) <= versions.key(source.version)
+        with source.client_options() as source_options, target.client_options() as target_options:
+            if databases:
+                with service.progress.task(f"dump of {len(databases)} databases into {versions.label(to_version)}"):
+                    root_runner.pipeline(
+                        [
+                            [dump, f"--defaults-extra-file={source_options}", "--databases", *databases, "--routines",
+                             "--events", "--triggers", "--single-transaction", "--hex-blob", "--quick",
+                             "--default-character-set=utf8mb4", "--skip-dump-date", "--max-allowed-packet=1G",
+                             *options],
+                            dump_filter(crosses_end_of_time),
+                            [client, f"--defaults-extra-file={target_options}", "--default-character-set=utf8mb4",
+                             "--max-allowed-packet=1G", "--binary-mode"],
+                        ]
+                    )  # fmt: skip
+        for statement in grants:
+            target.query(statement)
+        target.query("FLUSH PRIVILEGES")
+        with service.progress.task("comparing the copy with the fingerprint"):
+            found = content.fingerprint(target, user)
+        diff = content.differences(expected, found)
+        if diff:
+            raise MigrateError("the copy differs from the data: " + "; ".join(diff))
+    _carry_files(data_dir, staging)
+    _swap(data_dir, staging)
+
+
+def _carry_files(data_dir: Path, staging: Path) -> None:
+    """Files of the data directory a fresh one lacks and the server needs: TLS keys and
+    certificates the server generated or the operator put there."""
+    for path in data_dir.glob("*.pem"):
+        if not (staging / path.name).exists():
+            shutil.copy2(path, staging / path.name)
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                os.chown(staging / path.name, st.st_uid, st.st_gid)
+
+
+def _swap(data_dir: Path, staging: Path) -> None:
+    """Put `staging` in the place of `data_dir` (owner and mode of the old one)."""
+    st = data_dir.stat()
+    os.chmod(staging, st.st_mode & 0o7777)
+    with contextlib.suppress(PermissionError):
+        os.chown(staging, st.st_uid, st.st_gid)
+    _fsync_tree(staging)
+    replaced = replaced_dir(data_dir)
+    data_dir.rename(replaced)
+    staging.rename(data_dir)
+    _fsync_dir(data_dir.parent)
+    shutil.rmtree(replaced, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """The server synced its own files at shutdown; the directories that name them too."""
+    for dirpath, _dirs, _files in os.walk(root):
+        _fsync_dir(Path(dirpath))

@@ -1,0 +1,233 @@
+"""A private server of one version on a data directory: started as the service's user, reached
+only through its own socket (TCP only when `port` is set), always stopped by pid.
+
+It runs without the event scheduler and without replication, so that nothing but the plugin
+changes the data while it is up; with the service's option file (`config_file`) first, so that
+settings the data depends on (page size, file paths, lower_case_table_names) hold, and the
+plugin's own options after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nixos_migrate.context import Service
+from nixos_migrate.errors import MigrateError
+from nixos_migrate.runner import stop_process, wait_ready
+from nixos_migrate_mysql import installation, versions
+from nixos_migrate_mysql.settings import MysqlSettings
+
+if TYPE_CHECKING:
+    from mysql.connector.abstracts import MySQLConnectionAbstract
+
+START_TIMEOUT = 600.0  # crash recovery or a change-buffer merge of a big instance takes a while
+STOP_TIMEOUT = 3600.0  # a slow shutdown purges and merges everything first
+_SOCKET_MAX = 100  # sun_path holds 108 bytes
+
+
+def _socket_path(service: Service, settings: MysqlSettings, name: str) -> Path:
+    if settings.socket is not None:
+        return settings.socket.with_name(f"{settings.socket.name}.{name}") if name != "current" else settings.socket
+    run = service.private_dir(service.state_dir / "run")
+    path = run / f"{name}.sock"
+    if len(str(path)) <= _SOCKET_MAX:
+        return path
+    short = Path(tempfile.mkdtemp(prefix="nixos-migrate-mysql-"))
+    if os.geteuid() == 0:
+        os.chown(short, service.run.identity.uid, service.run.identity.gid)
+    return short / f"{name}.sock"
+
+
+def _accepts(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(str(path)) == 0
+
+
+class Server:
+    """A running private server; `query` runs SQL as `admin_user` through its socket."""
+
+    def __init__(self, service: Service, version: str, root: Path, data_dir: Path, sock: Path, log: Path) -> None:
+        self.service = service
+        self.version = version
+        self.root = root
+        self.data_dir = data_dir
+        self.socket = sock
+        self.log = log
+        self._connection: MySQLConnectionAbstract | None = None
+
+    @property
+    def settings(self) -> MysqlSettings:
+        return installation.settings_of(self.service)
+
+    def connection(self) -> MySQLConnectionAbstract:
+        if self._connection is None:
+            import mysql.connector  # imported when a server runs: it costs every command otherwise
+
+            s = self.settings
+            password = s.password_file.read_text().rstrip("\n") if s.password_file else ""
+            self._connection = mysql.connector.connect(  # type: ignore[assignment]
+                unix_socket=str(self.socket), user=s.admin_user, password=password, autocommit=True,
+                charset="utf8mb4", use_pure=True, connection_timeout=60,
+            )  # fmt: skip
+            # values read as text (fingerprints) must not depend on the server's zone
+            self._connection.cursor().execute("SET time_zone = '+00:00'")
+        return self._connection  # type: ignore[return-value]
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cursor = self.connection().cursor()
+        try:
+            cursor.execute(sql, tuple(params))
+            rows = cursor.fetchall() if cursor.with_rows else []
+        finally:
+            cursor.close()
+        return [tuple(row) for row in rows]
+
+    def value(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = self.query(sql, params)
+        return rows[0][0] if rows else None
+
+    def close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                self._connection.close()
+            self._connection = None
+
+    @contextlib.contextmanager
+    def client_options(self) -> Iterator[Path]:
+        """An option file for the command-line clients (user, password, socket), 0600 and removed
+        after: the password never appears in argv."""
+        s = self.settings
+        fd, name = tempfile.mkstemp(prefix="client-", suffix=".cnf", dir=self.service.state_dir)
+        try:
+            lines = ["[client]", f"user={s.admin_user}", f"socket={self.socket}"]
+            if s.password_file is not None:
+                secret = s.password_file.read_text().rstrip("\n").replace("\\", "\\\\").replace('"', '\\"')
+                lines.append(f'password="{secret}"')
+            with os.fdopen(fd, "w") as handle:
+                handle.write("\n".join(lines) + "\n")
+            yield Path(name)
+        finally:
+            Path(name).unlink(missing_ok=True)
+
+    def log_text(self) -> str:
+        with contextlib.suppress(OSError):
+            return self.log.read_text(errors="replace")
+        return ""
+
+
+def server_args(service: Service, version: str, root: Path, data_dir: Path, sock: Path, run: Path) -> list[str]:
+    s = installation.settings_of(service)
+    argv = [str(installation.tool(root, "server"))]
+    argv.append(f"--defaults-file={s.config_file}" if s.config_file else "--no-defaults")
+    argv += [
+        f"--basedir={root}",
+        f"--datadir={data_dir}",
+        f"--socket={sock}",
+        f"--pid-file={run / (sock.stem + '.pid')}",
+        f"--log-error={run / (sock.stem + '.err')}",
+        "--event-scheduler=OFF",
+        # MySQL renamed replication's options in 8.0.26 and dropped the old names in 8.4
+        "--skip-replica-start"
+        if versions.key(version) >= (8, 4) and not versions.is_mariadb(version)
+        else "--skip-slave-start",
+        "--skip-log-bin",
+    ]
+    share = installation.share_dir(root)
+    if share is not None:
+        argv.append(f"--lc-messages-dir={share}")
+    if s.port is None:
+        argv.append("--skip-networking")
+    else:
+        argv += [f"--port={s.port}", "--bind-address=127.0.0.1"]
+    return argv
+
+
+@contextlib.contextmanager
+def running(
+    service: Service, version: str, data_dir: Path, *, name: str = "current", slow_shutdown: bool = False
+) -> Iterator[Server]:
+    """The server of `version` on `data_dir` for the body; stopped after it (with
+    `innodb_fast_shutdown=0` when `slow_shutdown`: purge and change-buffer merge first, the state
+    an upgrade of the files wants). A failure inside the body stops it the fast way."""
+    s = installation.settings_of(service)
+    root = installation.prefix(s, version)
+    sock = _socket_path(service, s, name)
+    run = sock.parent
+    if _accepts(sock):
+        raise MigrateError(f"a server already answers on {sock}", hint="stop it, or set settings.socket")
+    sock.unlink(missing_ok=True)
+    log = run / f"{sock.stem}.err"
+    log.unlink(missing_ok=True)
+    process = service.run.spawn(server_args(service, version, root, data_dir, sock, run))
+    server = Server(service, version, root, data_dir, sock, log)
+    clean = False
+    try:
+        problem = wait_ready(process, lambda: _accepts(sock), START_TIMEOUT)
+        if problem is not None:
+            tail = "\n".join(server.log_text().splitlines()[-15:])
+            raise MigrateError(f"{versions.label(version)} on {data_dir} did not start ({problem}):\n{tail}")
+        yield server
+        clean = True
+    finally:
+        try:
+            if clean and slow_shutdown:
+                server.query("SET GLOBAL innodb_fast_shutdown = 0")
+            if process.poll() is None:
+                with contextlib.suppress(Exception):
+                    server.query("SHUTDOWN")
+        finally:
+            server.close()
+            stop_process(process, [(0, STOP_TIMEOUT), (signal.SIGTERM, STOP_TIMEOUT)])
+            if sock.parent.name.startswith("nixos-migrate-mysql-"):
+                shutil.rmtree(sock.parent, ignore_errors=True)
+        if clean and process.returncode not in (0, None):
+            tail = "\n".join(server.log_text().splitlines()[-15:])
+            raise MigrateError(f"{versions.label(version)} on {data_dir} exited with {process.returncode}:\n{tail}")
+
+
+def stop_leftovers(service: Service) -> list[int]:
+    """Stop private servers a crashed run left (their pid files in the run directory) before
+    anything touches the files they hold open; returns their pids."""
+    stopped = []
+    run = service.state_dir / "run"
+    for pid_file in sorted(run.glob("*.pid")) if run.is_dir() else []:
+        try:
+            pid = int(pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            pid_file.unlink(missing_ok=True)
+            continue
+        if f"--pid-file={pid_file}".encode() not in cmdline:
+            pid_file.unlink(missing_ok=True)
+            continue
+        for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 30.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            if _gone(pid, wait):
+                break
+        stopped.append(pid)
+        pid_file.unlink(missing_ok=True)
+    return stopped
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists():
+        stat = Path(f"/proc/{pid}/stat").read_text(errors="replace") if Path(f"/proc/{pid}/stat").exists() else ""
+        if ") Z " in stat:  # a zombie: exited, not reaped by us
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

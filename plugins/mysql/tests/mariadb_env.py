@@ -1,0 +1,61 @@
+"""Shared by the mysql plugin's tests: a MariaDB instance holding the corpus, its manifest, and
+the independent digest of its content."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mariadb_corpus import corpus_sql, digest
+
+from nixos_migrate.fingerprint import tree_digest
+from nixos_migrate.testing.cli import CliResult, run_cli
+from nixos_migrate.testing.manifests import ManifestBuilder
+from nixos_migrate_mysql.testing import Instance
+
+ALL = ("10.5", "10.11", "11.8")
+
+
+def make_instance(root: Path, version: str, *, rows: int = 100_000) -> Instance:
+    """A data directory of `version` holding the corpus, shut down slowly."""
+    instance = Instance(root / "mysql", version).create()
+    with instance.server() as server:
+        server.execute(corpus_sql(rows))
+    return instance
+
+
+def content(instance: Instance, version: str) -> dict[str, str]:
+    """The corpus digest read by the server of `version` (the data must be at that version)."""
+    with instance.server(version) as server:
+        connection = server.connect()
+        try:
+            return digest(connection)
+        finally:
+            connection.close()
+
+
+def files(instance: Instance) -> str:
+    """Every byte of the data directory (for failures, which must leave it exactly as it was)."""
+    return tree_digest(instance.data_dir)
+
+
+class Rig:
+    """An instance with a manifest (service `db`) and the CLI bound to it."""
+
+    def __init__(self, root: Path, instance: Instance, versions: tuple[str, ...] = ALL, **settings: Any) -> None:
+        self.root = root
+        self.instance = instance
+        self.builder = ManifestBuilder(root)
+        self.versions = versions
+        self.settings = settings
+
+    def cli(self, target: str, *args: str, env: dict[str, str] | None = None, **spec: Any) -> CliResult:
+        self.builder.service(
+            "db",
+            plugin="mysql",
+            target=target,
+            user=self.instance.user.pw_name,
+            settings=self.instance.settings(self.versions, **self.settings),
+            **spec,
+        )
+        return run_cli(self.builder.write(), *args, env=env, timeout=900)
