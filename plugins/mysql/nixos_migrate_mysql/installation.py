@@ -9,8 +9,10 @@ looked for under every name, newest first.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
+import struct
 from pathlib import Path
 
 from nixos_migrate.context import Service
@@ -112,14 +114,35 @@ def redo_log_creator(data_dir: Path) -> str | None:
 
 
 def running_pid(settings: MysqlSettings) -> int | None:
-    """The pid of a live server on the data directory (its pid file), or None."""
+    """The pid of a live server on the data directory, or None: the process holding InnoDB's lock
+    on ibdata1 (wherever its pid file is), else a pid file in the data directory."""
+    holder = _lock_holder(settings.data_dir / "ibdata1")
+    if holder is not None:
+        return holder
     for pid_file in settings.data_dir.glob("*.pid"):
         try:
             pid = int(pid_file.read_text().strip())
             os.kill(pid, 0)
-        except (OSError, ValueError) as exc:
-            if isinstance(exc, PermissionError):
-                return pid  # alive, another user's
+        except PermissionError:
+            return pid  # alive, another user's
+        except (OSError, ValueError):
             continue
         return pid
     return None
+
+
+def _lock_holder(path: Path) -> int | None:
+    """The pid holding a POSIX lock on `path` (F_GETLK: asks, takes nothing), or None."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return None
+    try:
+        query = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+        kind, _whence, _start, _length, pid = struct.unpack("hhqqi4x", answer)
+        return pid if kind != fcntl.F_UNLCK and pid > 0 else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from nixos_migrate.context import Service
 from nixos_migrate.errors import MigrateError
+from nixos_migrate.model import Check, Step
 from nixos_migrate.runner import CommandRunner, Identity
 from nixos_migrate_mysql import content, installation, versions
 from nixos_migrate_mysql.server import Server, running
@@ -101,14 +102,16 @@ def initialize(service: Service, version: str, data_dir: Path) -> None:
     s = installation.settings_of(service)
     root = installation.prefix(s, version)
     defaults = f"--defaults-file={s.config_file}" if s.config_file else "--no-defaults"
+    tmp = service.private_dir(service.state_dir / "run")
+    argv: list[str | Path]
     if versions.is_mariadb(version) or versions.key(version) < (5, 7):
         argv = [installation.tool(root, "install-db"), defaults, f"--basedir={root}", f"--datadir={data_dir}"]
-        argv += [f"--user={service.run.identity.name}", "--skip-name-resolve"]
+        argv += [f"--user={service.run.identity.name}", "--skip-name-resolve", f"--tmpdir={tmp}"]
         if versions.is_mariadb(version):
             argv.append("--skip-test-db")
     else:
         argv = [installation.tool(root, "server"), defaults, "--initialize-insecure", f"--basedir={root}"]
-        argv += [f"--datadir={data_dir}"]
+        argv += [f"--datadir={data_dir}", f"--tmpdir={tmp}"]
     service.run.run(argv)
 
 
@@ -150,27 +153,23 @@ def _history_tables(source: Server) -> list[str]:
     return found
 
 
-def carries_history(dump: Path, target: Server) -> bool:
+def carries_history(dump: Path, target_version: str) -> bool:
     """Whether history rows can travel: the dump tool writes them (`--dump-history`, 10.11+) and
-    the target server takes them (`system_versioning_insert_history`, 10.11+)."""
-    runner = CommandRunner(Identity.lookup(None))
-    if "--dump-history" not in runner.run([dump, "--help"], check=False).output:
+    the target takes them (`system_versioning_insert_history`, MariaDB 10.11+)."""
+    if not versions.is_mariadb(target_version) or versions.key(target_version) < (10, 11):
         return False
-    try:
-        target.value("SELECT @@system_versioning_insert_history")
-    except Exception:
-        return False
-    return True
+    help_text = CommandRunner(Identity.lookup(None)).run([dump, "--help"], check=False).output
+    return "--dump-history" in help_text
 
 
-def unsupported(source: Server, target: Server, dump: Path) -> list[str]:
-    """Objects of the source that the target server cannot hold, named."""
+def unsupported(source: Server, target_version: str, dump: Path) -> list[str]:
+    """Objects of the source that a server of `target_version` cannot hold, named."""
     found = []
-    if not carries_history(dump, target):
+    if not carries_history(dump, target_version):
         found += [f"the history rows of system-versioned table {t}" for t in _history_tables(source)]
-    if not versions.is_mariadb(target.version):
+    if not versions.is_mariadb(target_version):
         return found
-    target_key = versions.key(target.version)
+    target_key = versions.key(target_version)
     not_system = ", ".join(f"'{d}'" for d in installation.SYSTEM_DATABASES)
     for schema, table, column, kind in source.query(
         "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS"
@@ -180,6 +179,31 @@ def unsupported(source: Server, target: Server, dump: Path) -> list[str]:
         if since is not None and since > target_key:
             found.append(f"column {schema}.{table}.{column} of type {kind} (MariaDB {since[0]}.{since[1]}+)")
     return found
+
+
+def _refusal(target_version: str, objects: list[str]) -> str:
+    more = f" (and {len(objects) - 10} more)" if len(objects) > 10 else ""
+    return f"{versions.label(target_version)} cannot hold: " + "; ".join(objects[:10]) + more
+
+
+def precheck(service: Service, step: Step) -> Check:
+    """Before anything changes: the source server, started on the data, names what the target
+    version cannot hold (the copy checks the target's collations again once it runs)."""
+    s = installation.settings_of(service)
+    source_version = step.from_version or ""
+    dump = installation.tool(installation.prefix(s, source_version), "dump")
+    with running(service, source_version, s.data_dir, name="check", read_only=True) as source:
+        objects = unsupported(source, step.to_version, dump)
+    name = f"{versions.label(step.to_version)} can hold every object"
+    if objects:
+        return Check(name, False, _refusal(step.to_version, objects) + "; " + HINT)
+    return Check(name, True, "no data type, collation or history it lacks")
+
+
+HINT = (
+    "change or drop these objects on the newer version first, or restore the backup taken before the upgrade"
+    " (`nixos-migrate backups`, `restore`)"
+)
 
 
 def missing_collations(source: Server, target: Server) -> list[str]:
@@ -218,18 +242,13 @@ def copy(service: Service, from_version: str, to_version: str, expected: dict[st
         running(service, to_version, staging, name="target", slow_shutdown=True) as target,
     ):
         dump = installation.tool(source.root, "dump")
-        refused = unsupported(source, target, dump) + missing_collations(source, target)
+        refused = unsupported(source, to_version, dump) + missing_collations(source, target)
         if refused:
-            raise MigrateError(
-                f"{versions.label(to_version)} cannot hold: " + "; ".join(refused[:10])
-                + (f" (and {len(refused) - 10} more)" if len(refused) > 10 else ""),
-                hint="change or drop these objects on the newer version first, or restore the backup taken before"
-                " the upgrade (`nixos-migrate restore`)",
-            )  # fmt: skip
+            raise MigrateError(_refusal(to_version, refused), hint=HINT)
         databases = content.user_databases(source)
         grants = accounts(source, user)
         client = installation.tool(target.root, "client")
-        options = ["--dump-history"] if carries_history(dump, target) else []
+        options = ["--dump-history"] if carries_history(dump, to_version) else []
         if options and versions.key(source.version) < (11, 5) <= versions.key(target.version):
             options.append("--update-history")  # 11.5 moved the end of time from 2038 to 2106
         crosses_end_of_time = bool(options) and versions.key(target.version) < (11, 5) <= versions.key(source.version)

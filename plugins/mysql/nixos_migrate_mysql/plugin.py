@@ -21,13 +21,15 @@ from pathlib import Path
 from nixos_migrate import filebackup
 from nixos_migrate.context import Service
 from nixos_migrate.errors import MigrateError
-from nixos_migrate.fingerprint import tree_size
+from nixos_migrate.fingerprint import tree_digest, tree_size
 from nixos_migrate.hookspecs import hookimpl
 from nixos_migrate.model import BackupInfo, BackupRecord, Check, Step
 from nixos_migrate_mysql import installation, versions
 from nixos_migrate_mysql.settings import MysqlSettings
 
 EXPECTED = "expected.json"
+#: written by restore for the verify that follows it
+RESTORED = "restored.json"
 
 
 @hookimpl
@@ -61,6 +63,7 @@ def plan(service: Service, current: str | None, target: str) -> list[Step]:
     if current is None or current == target:
         return []
     s = installation.settings_of(service)
+    installation.prefix(s, target)  # a version without a package is a usage error, named
     if versions.key(target) < versions.key(current):
         return [
             Step(
@@ -109,14 +112,19 @@ def check(service: Service, step: Step) -> list[Check]:
             missing.append(exc.message)
     checks = [Check("binaries of both versions", not missing, "; ".join(dict.fromkeys(missing)))]
     other = installation.foreign(s.data_dir) if installation.has_data(s.data_dir) else "nothing (it is empty)"
-    checks.append(Check("data directory holds MySQL/MariaDB data", other is None, f"{s.data_dir} holds {other}"))
+    detail = f"{s.data_dir} holds {other}" if other else str(s.data_dir)
+    checks.append(Check("data directory holds MySQL/MariaDB data", other is None, detail))
     unit = service.control.unit
     if unit and service.control.is_active():
         checks.append(Check("server stopped before the step", True, f"{unit} runs now; `up` stops it first"))
     else:
         pid = installation.running_pid(s)
         checks.append(
-            Check("server not running", pid is None, f"pid {pid} (its pid file in {s.data_dir}); stop it or set `unit`")
+            Check(
+                "server not running",
+                pid is None,
+                f"pid {pid} holds {s.data_dir}; stop it, or set `unit` so that `up` stops it" if pid else "",
+            )
         )
     if other is not None:
         return checks
@@ -128,7 +136,9 @@ def check(service: Service, step: Step) -> list[Check]:
                 "data directory can be replaced",
                 not mount,
                 f"{s.data_dir} is a mount point: a logical copy builds the new one beside it and renames it;"
-                " make data_dir a directory inside the mount",
+                " make data_dir a directory inside the mount"
+                if mount
+                else "",
             )
         )
         need = tree_size(s.data_dir) * 2 + (256 << 20)  # the copy, its redo log and room to spare
@@ -140,6 +150,12 @@ def check(service: Service, step: Step) -> list[Check]:
                 f"{free >> 20} MiB free, {need >> 20} MiB needed",
             )
         )
+        first = detect_version(service) == step.from_version  # a later step's data exists only then
+        idle = not (unit and service.control.is_active()) and installation.running_pid(s) is None
+        if first and idle and not missing and not mount:
+            from nixos_migrate_mysql import logical as logical_copy
+
+            checks.append(logical_copy.precheck(service, step))
     if not versions.is_mariadb(step.to_version) and versions.key(step.to_version) >= (8, 0) and not logical:
         partitioned = sorted(p.parent.name + "." + p.stem for p in s.data_dir.glob("*/*.par"))
         checks.append(
@@ -166,6 +182,9 @@ def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
     s = installation.settings_of(service)
     server.stop_leftovers(service)
     logical.clear_leftovers(s.data_dir)
+    # the files first, as the service left them: a server start rewrites some of them, and a
+    # restore must give back exactly what was there
+    info = filebackup.backup_paths([s.data_dir], service.private_dir(dest / "files"), service.run, service.progress)
     version = step.from_version or ""
     with (
         server.running(service, version, s.data_dir, slow_shutdown=True) as source,
@@ -174,7 +193,6 @@ def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
         expected = content.fingerprint(source, service.run.identity.name)
     (dest / EXPECTED).write_text(json.dumps(expected))
     (service.state_dir / EXPECTED).write_text(json.dumps(expected))
-    info = filebackup.backup_paths([s.data_dir], service.private_dir(dest / "files"), service.run, service.progress)
     detail = {**info.detail, "version": version, "objects": len(expected), "digest": content.digest(expected)}
     return BackupInfo(info.kind, dest, info.size, info.checksum, detail)
 
@@ -216,7 +234,28 @@ def restore(service: Service, backup: BackupRecord) -> bool:
     saved = Path(backup.path) / EXPECTED
     if saved.is_file():
         shutil.copyfile(saved, service.state_dir / EXPECTED)
+    slots = [dict(slot) for slot in backup.detail.get("slots", []) if slot.get("path") == str(s.data_dir)]
+    if slots and slots[0].get("kind") != filebackup.ZFS:
+        (service.state_dir / RESTORED).write_text(json.dumps(slots[0]))
     return True
+
+
+def _restored_files(service: Service) -> Check | None:
+    """Right after a restore: the data directory against the backup, byte for byte, instead of a
+    server start (which would rewrite some of the files the restore just put back)."""
+    marker = service.state_dir / RESTORED
+    if service.step is None or not marker.is_file():
+        marker.unlink(missing_ok=True)
+        return None
+    slot = json.loads(marker.read_text())
+    marker.unlink()
+    s = installation.settings_of(service)
+    same = tree_digest(s.data_dir) == tree_digest(Path(slot["location"]))
+    return Check(
+        "restored files equal the backup",
+        same,
+        f"{s.data_dir} as in {slot['location']} ({slot['kind']}), byte for byte" if same else "they differ",
+    )
 
 
 @hookimpl
@@ -224,6 +263,9 @@ def verify(service: Service) -> list[Check]:
     from nixos_migrate_mysql import content, server
 
     s = installation.settings_of(service)
+    restored = _restored_files(service)
+    if restored is not None:
+        return [restored]
     version = detect_version(service)
     if version is None:
         return [Check("data present", False, f"no data in {s.data_dir}")]

@@ -74,19 +74,20 @@ class Server:
 
             s = self.settings
             password = s.password_file.read_text().rstrip("\n") if s.password_file else ""
-            self._connection = mysql.connector.connect(  # type: ignore[assignment]
+            connection = mysql.connector.connect(
                 unix_socket=str(self.socket), user=s.admin_user, password=password, autocommit=True,
                 charset="utf8mb4", use_pure=True, connection_timeout=60,
             )  # fmt: skip
             # values read as text (fingerprints) must not depend on the server's zone
-            self._connection.cursor().execute("SET time_zone = '+00:00'")
+            connection.cursor().execute("SET time_zone = '+00:00'")
+            self._connection = connection  # type: ignore[assignment]
         return self._connection  # type: ignore[return-value]
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cursor = self.connection().cursor()
         try:
             cursor.execute(sql, tuple(params))
-            rows = cursor.fetchall() if cursor.with_rows else []
+            rows = cursor.fetchall() if cursor.description is not None else []
         finally:
             cursor.close()
         return [tuple(row) for row in rows]
@@ -124,6 +125,17 @@ class Server:
         return ""
 
 
+#: what a read-only server still writes: Aria's control file and log (a start stamp); put back as
+#: they were when it stops, so that looking at the data leaves every byte of it as it was
+ARIA_FILES = ("aria_log_control", "aria_log.*")
+READ_ONLY = (
+    "--innodb-read-only=1",
+    "--read-only",
+    "--innodb-buffer-pool-load-at-startup=0",
+    "--innodb-buffer-pool-dump-at-shutdown=0",
+)
+
+
 def server_args(service: Service, version: str, root: Path, data_dir: Path, sock: Path, run: Path) -> list[str]:
     s = installation.settings_of(service)
     argv = [str(installation.tool(root, "server"))]
@@ -134,6 +146,7 @@ def server_args(service: Service, version: str, root: Path, data_dir: Path, sock
         f"--socket={sock}",
         f"--pid-file={run / (sock.stem + '.pid')}",
         f"--log-error={run / (sock.stem + '.err')}",
+        f"--tmpdir={run}",  # private: servers of parallel runs name their temporary files alike
         "--event-scheduler=OFF",
         # MySQL renamed replication's options in 8.0.26 and dropped the old names in 8.4
         "--skip-replica-start"
@@ -153,11 +166,19 @@ def server_args(service: Service, version: str, root: Path, data_dir: Path, sock
 
 @contextlib.contextmanager
 def running(
-    service: Service, version: str, data_dir: Path, *, name: str = "current", slow_shutdown: bool = False
+    service: Service,
+    version: str,
+    data_dir: Path,
+    *,
+    name: str = "current",
+    slow_shutdown: bool = False,
+    read_only: bool = False,
 ) -> Iterator[Server]:
     """The server of `version` on `data_dir` for the body; stopped after it (with
     `innodb_fast_shutdown=0` when `slow_shutdown`: purge and change-buffer merge first, the state
-    an upgrade of the files wants). A failure inside the body stops it the fast way."""
+    an upgrade of the files wants). A failure inside the body stops it the fast way. With
+    `read_only`, every file of `data_dir` is as it was once it stopped (for looking before
+    anything may change)."""
     s = installation.settings_of(service)
     root = installation.prefix(s, version)
     sock = _socket_path(service, s, name)
@@ -167,7 +188,9 @@ def running(
     sock.unlink(missing_ok=True)
     log = run / f"{sock.stem}.err"
     log.unlink(missing_ok=True)
-    process = service.run.spawn(server_args(service, version, root, data_dir, sock, run))
+    kept = {p: p.read_bytes() for pattern in ARIA_FILES for p in data_dir.glob(pattern)} if read_only else {}
+    argv = server_args(service, version, root, data_dir, sock, run) + (list(READ_ONLY) if read_only else [])
+    process = service.run.spawn(argv)
     server = Server(service, version, root, data_dir, sock, log)
     clean = False
     try:
@@ -189,6 +212,9 @@ def running(
             stop_process(process, [(0, STOP_TIMEOUT), (signal.SIGTERM, STOP_TIMEOUT)])
             if sock.parent.name.startswith("nixos-migrate-mysql-"):
                 shutil.rmtree(sock.parent, ignore_errors=True)
+        if read_only and process.returncode == 0:
+            for path, data in kept.items():
+                path.write_bytes(data)
         if clean and process.returncode not in (0, None):
             tail = "\n".join(server.log_text().splitlines()[-15:])
             raise MigrateError(f"{versions.label(version)} on {data_dir} exited with {process.returncode}:\n{tail}")

@@ -103,7 +103,7 @@ class Instance:
         provision.run_as(
             self.user,
             [prefix / "bin/mariadb-install-db", "--no-defaults", f"--basedir={prefix}", f"--datadir={self.data_dir}",
-             f"--user={self.user.pw_name}", "--skip-test-db", "--skip-name-resolve"],
+             f"--user={self.user.pw_name}", "--skip-test-db", "--skip-name-resolve", f"--tmpdir={self.run_dir}"],
         )  # fmt: skip
         return self
 
@@ -130,6 +130,7 @@ class RunningServer:
             str(prefix / "bin/mariadbd"), "--no-defaults", f"--basedir={prefix}", f"--datadir={i.data_dir}",
             f"--socket={self.socket}", f"--pid-file={i.run_dir / 'test.pid'}", f"--log-error={self.log}",
             "--skip-networking", f"--lc-messages-dir={prefix / 'share/mysql'}", "--event-scheduler=OFF",
+            f"--tmpdir={i.run_dir}",
         ]  # fmt: skip
         self.server = provision.Server(argv, user=i.user, env={"PATH": os.environ["PATH"], "LANG": "C.UTF-8"})
         try:

@@ -9,8 +9,9 @@ MariaDB's; below 10 they are MySQL's (MariaDB 5.5 was MySQL 5.5's drop-in and is
   A series on the way without a package refuses the plan, naming it. From 8.0.16 the server
   upgrades its own data dictionary and system tables when it starts (`mysql_upgrade` is gone).
 - MySQL 5.x data may move to MariaDB (MariaDB reads it and `mariadb-upgrade` converts the system
-  tables), with a warning; MySQL 8 data (its data dictionary) cannot, and MariaDB data never
-  becomes MySQL data in place: those hops need `method = "logical"`.
+  tables), with a warning; MySQL 8 data (its data dictionary) cannot: that hop needs
+  `method = "logical"`. MariaDB data never becomes MySQL data in place: MySQL's series numbers
+  are below MariaDB's, so such a target plans as a down step, which is always logical.
 - Neither server supports an in-place downgrade between series: every down step is logical (a
   dump of the newer server loaded into a fresh data directory of the older one).
 """
@@ -73,11 +74,6 @@ def path(current: str, target: str, available: set[str], *, logical: bool) -> li
                 hint='use settings.method = "logical" (a dump loaded into a fresh MariaDB data directory)',
             )
         return [current, target]
-    if is_mariadb(current) and not is_mariadb(target):
-        raise UsageError(
-            f"MariaDB {current} data cannot become MySQL {target} data in place",
-            hint='use settings.method = "logical" (a dump loaded into a fresh MySQL data directory)',
-        )
     if is_mariadb(current):
         between = sorted((v for v in available if key(current) < key(v) < key(target) and is_mariadb(v)), key=key)
         return [current, *between, target]

@@ -8,7 +8,7 @@ from typing import Any
 
 from mariadb_corpus import corpus_sql, digest
 
-from nixos_migrate.fingerprint import tree_digest
+from nixos_migrate.fingerprint import tree_entries
 from nixos_migrate.testing.cli import CliResult, run_cli
 from nixos_migrate.testing.manifests import ManifestBuilder
 from nixos_migrate_mysql.testing import Instance
@@ -16,11 +16,11 @@ from nixos_migrate_mysql.testing import Instance
 ALL = ("10.5", "10.11", "11.8")
 
 
-def make_instance(root: Path, version: str, *, rows: int = 100_000) -> Instance:
+def make_instance(root: Path, version: str, *, rows: int = 100_000, history: bool = True) -> Instance:
     """A data directory of `version` holding the corpus, shut down slowly."""
     instance = Instance(root / "mysql", version).create()
     with instance.server() as server:
-        server.execute(corpus_sql(rows))
+        server.execute(corpus_sql(rows, history=history))
     return instance
 
 
@@ -34,9 +34,10 @@ def content(instance: Instance, version: str) -> dict[str, str]:
             connection.close()
 
 
-def files(instance: Instance) -> str:
-    """Every byte of the data directory (for failures, which must leave it exactly as it was)."""
-    return tree_digest(instance.data_dir)
+def files(instance: Instance) -> dict[str, str]:
+    """Every file of the data directory, digested (for failures, which must leave it exactly as
+    it was; a difference names the files)."""
+    return tree_entries(instance.data_dir)
 
 
 class Rig:

@@ -1,0 +1,118 @@
+# mypy: allow-untyped-defs, allow-untyped-calls, allow-incomplete-defs
+"""Failures and refusals leave the data directory exactly as it was (every file, byte for byte):
+an upgrade tool that does nothing (the failures a skipped `mariadb-upgrade` leaves are caught by
+verify), a server killed in the middle of the upgrade, downgrades the older version cannot hold
+(refused before anything changes, naming the objects), and bad input: a running server, missing
+binaries, another service's data, versions nobody knows."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from mariadb_env import Rig, content, files, make_instance
+
+from nixos_migrate.testing import provision
+from nixos_migrate_mysql.testing import mariadb
+
+
+def _prefix_with_upgrade(tmp_path, script: str):
+    """A copy of the 10.11 prefix whose mariadb-upgrade is `script`."""
+    prefix = tmp_path / "mariadb-10.11"
+    shutil.copytree(mariadb("10.11"), prefix, symlinks=True)
+    tool = prefix / "bin" / "mariadb-upgrade"
+    tool.unlink()
+    tool.write_text(script.format(real=mariadb("10.11") / "bin" / "mariadb-upgrade"))
+    tool.chmod(0o755)
+    provision.traversable(prefix)
+    return prefix
+
+
+def _packages(instance, **override):
+    packages = {v: str(mariadb(v)) for v in ("10.5", "10.11", "11.8")}
+    return packages | {k.replace("_", "."): str(v) for k, v in override.items()}
+
+
+def test_a_skipped_mariadb_upgrade_is_caught_by_verify_and_restored(tmp_path):
+    instance = make_instance(tmp_path, "10.5", rows=2000)
+    before = files(instance)
+    prefix = _prefix_with_upgrade(tmp_path, "#!/bin/sh\nexit 0\n")
+    rig = Rig(tmp_path, instance, packages=_packages(instance, **{"10_11": prefix}))
+    result = rig.cli("10.11", "up")
+    assert result.code == 1, result.output
+    assert "stored routines load" in result.stderr and "mysql.proc" in result.stderr
+    assert "event scheduler usable" in result.stderr
+    assert files(instance) == before
+
+
+def test_a_server_killed_during_the_upgrade_is_restored_exactly(tmp_path):
+    instance = make_instance(tmp_path, "10.5", rows=2000)
+    before = files(instance)
+    killer = (
+        "#!/bin/sh\n"
+        "# the real tool runs for a moment, then the server dies under it\n"
+        '{real} "$@" & sleep 0.3; pkill -KILL -f "datadir=' + str(instance.data_dir) + '"; wait; exit 1\n'
+    )
+    rig = Rig(tmp_path, instance, packages=_packages(instance, **{"10_11": _prefix_with_upgrade(tmp_path, killer)}))
+    result = rig.cli("10.11", "up")
+    assert result.code == 1, result.output
+    assert "restored" in result.stderr
+    assert files(instance) == before
+
+
+def test_a_downgrade_the_older_version_cannot_hold_is_refused_naming_the_objects(tmp_path):
+    instance = make_instance(tmp_path, "10.11", rows=2000)
+    with instance.server() as server:
+        server.execute(
+            "CREATE TABLE shop.tokens (id INT PRIMARY KEY, token UUID); INSERT INTO shop.tokens VALUES (1, UUID());"
+        )
+    before = files(instance)
+    rig = Rig(tmp_path, instance)
+    refused = rig.cli("10.5", "up")  # to an older target: a downgrade
+    assert refused.code == 3, refused.output
+    assert "shop.tokens.token of type uuid" in refused.stderr
+    assert "history rows of system-versioned table shop.prices" in refused.stderr
+    assert files(instance) == before
+    assert rig.cli("10.11", "status", "--json").json[0]["data_version"] == "10.11"
+
+
+def test_a_running_server_is_refused_and_left_alone(tmp_path):
+    instance = make_instance(tmp_path, "10.5", rows=500)
+    rig = Rig(tmp_path, instance)
+    with instance.server():
+        result = rig.cli("10.11", "up")
+        assert result.code == 3, result.output
+        assert "server not running" in result.stderr and "pid" in result.stderr
+    assert content(instance, "10.5")
+
+
+def test_missing_binaries_are_named_and_nothing_changes(tmp_path):
+    instance = make_instance(tmp_path, "10.5", rows=500)
+    before = files(instance)
+    empty = tmp_path / "empty-prefix"
+    empty.mkdir()
+    rig = Rig(tmp_path, instance, packages=_packages(instance, **{"10_11": empty}))
+    result = rig.cli("10.11", "up")
+    assert result.code == 3, result.output
+    assert f"mariadbd/mysqld not found in {empty}" in result.stderr
+    assert files(instance) == before
+    unknown = Rig(tmp_path, instance, packages=_packages(instance)).cli("12.3", "up")
+    assert unknown.code == 2, unknown.output
+    assert "no package for MariaDB 12.3 in settings.packages" in unknown.stderr
+    nonsense = rig.cli("ten", "plan")
+    assert nonsense.code == 2, nonsense.output
+    assert "'ten' is not a MariaDB/MySQL release series" in nonsense.stderr
+    assert files(instance) == before
+
+
+@pytest.mark.parametrize(("marker", "what"), [("PG_VERSION", "PostgreSQL"), ("dump.rdb", "Redis")])
+def test_another_services_data_is_refused(tmp_path, marker, what):
+    instance = make_instance(tmp_path, "10.5", rows=10)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / marker).write_text("16\n")
+    rig = Rig(tmp_path, instance, data_dir=str(other))
+    result = rig.cli("10.11", "plan")
+    assert result.code == 2, result.output
+    assert f"{other} holds {what}" in result.stderr
+    assert (other / marker).read_text() == "16\n"
