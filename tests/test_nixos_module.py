@@ -344,6 +344,39 @@ def test_an_openldap_service_gets_its_settings_from_services_openldap():
     model.model_validate(parsed.services["openldap"].settings)
 
 
+MYSQL_DEFAULTS = f"""(import {REPO}/plugins/mysql/nixos-defaults.nix {{
+  current = "11.8"; dataDir = "/var/lib/mysql";
+  packages = {{ "10.11" = "/nix/store/f-mariadb-server-10.11.18"; "11.8" = "/nix/store/g-mariadb-server-11.8.9"; }};
+}})"""
+
+
+@pytest.mark.parametrize(
+    "service",
+    [
+        '{ target = "11.8"; }',  # the generic spelling: the plugin is the service's name
+        '{ plugin = "mysql"; target = "11.8"; autoApply = false; accept = [ ]; }',  # what the fragment declares
+    ],
+)
+def test_a_mysql_service_gets_its_settings_and_ordering_from_services_mysql(service):
+    config = f"{{ defaults.mysql = {MYSQL_DEFAULTS}; services.mysql = {service}; }}"
+    manifest = nix_eval(f"lib.manifest {config}")
+    svc = manifest["services"]["mysql"]
+    assert (svc["unit"], svc["user"]) == ("mysql.service", "mysql")
+    assert svc["settings"] == {
+        "data_dir": "/var/lib/mysql",
+        "config_file": "/etc/my.cnf",
+        "packages": {"10.11": "/nix/store/f-mariadb-server-10.11.18", "11.8": "/nix/store/g-mariadb-server-11.8.9"},
+    }
+    unit = nix_eval(f'lib.units {{ cfg = {config}; exe = "/bin/nm"; manifestFile = "/etc/m.json"; }}')["mysql"]
+    assert unit["before"] == ["mysql.service"] and unit["requiredBy"] == ["mysql.service"]
+    parsed = parse_manifest(json.dumps(manifest), "mysql.json", "json")
+    model = PluginRegistry.discover().hooks("mysql").call("settings_model")
+    model.model_validate(parsed.services["mysql"].settings)
+    assert "lacks the current series 11.4" in nix_error(
+        f'import {REPO}/plugins/mysql/nixos-defaults.nix {{ current = "11.4"; packages = {{ "11.8" = "/p"; }}; }}'
+    )
+
+
 def test_the_module_imports_every_plugins_fragment():
     """nixos/module.nix names no plugin: it imports plugins/*/nixos.nix, found by lib.fragments
     (nixpkgs is not here to evaluate the module itself)."""
@@ -351,7 +384,7 @@ def test_the_module_imports_every_plugins_fragment():
     assert "services.postgresql" not in module and "services.openldap" not in module
     assert "imports = fragments;" in module and "fragments = pure.fragments ../plugins;" in module
     found = nix_eval(f"map toString (lib.fragments {REPO}/plugins)")
-    assert sorted(Path(f).parent.name for f in found) == ["ldap", "postgresql"]
+    assert sorted(Path(f).parent.name for f in found) == ["ldap", "mysql", "postgresql"]
 
 
 def test_null_option_values_are_left_out_as_the_module_passes_them():
@@ -378,5 +411,5 @@ def test_the_convenience_options_every_plugin_shares():
     assert (options["autoApply"]["type"], options["autoApply"]["default"]) == ("bool", False)
     assert options["previousPackages"]["type"] == "list of package" and options["accept"]["default"] == []
     assert "postgresql.service" in options["autoApply"]["description"]
-    for fragment in ("postgresql", "ldap"):
+    for fragment in ("postgresql", "ldap", "mysql"):
         assert "import ../../nixos/convenience.nix lib" in (REPO / "plugins" / fragment / "nixos.nix").read_text()

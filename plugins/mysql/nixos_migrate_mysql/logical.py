@@ -27,7 +27,7 @@ from nixos_migrate.context import Service
 from nixos_migrate.errors import MigrateError
 from nixos_migrate.model import Check, Step
 from nixos_migrate.runner import CommandRunner, Identity
-from nixos_migrate_mysql import content, installation, versions
+from nixos_migrate_mysql import content, installation, record, versions
 from nixos_migrate_mysql.server import Server, running
 
 _SANDBOX = re.compile(rb"^/\*M?!999999\\- enable the sandbox mode \*/\s*\n")
@@ -269,13 +269,14 @@ def copy(service: Service, from_version: str, to_version: str, expected: dict[st
         for statement in grants:
             target.query(statement)
         target.query("FLUSH PRIVILEGES")
-        with service.progress.task("comparing the copy with the fingerprint"):
-            found = content.fingerprint(target, user)
-        diff = content.differences(expected, found)
-        if diff:
-            raise MigrateError("the copy differs from the data: " + "; ".join(diff))
+        with service.progress.task("checks of the copy, compared with the fingerprint"):
+            checks = content.after_step(target, expected, user)
+        problems = [f"{c.name}: {c.detail}" for c in checks if not c.ok]
+        if problems:
+            raise MigrateError(f"the copy on {versions.label(to_version)}: " + "; ".join(problems))
     _carry_files(data_dir, staging)
     _swap(data_dir, staging)
+    record.keep(service, data_dir, to_version, checks)
 
 
 def _carry_files(data_dir: Path, staging: Path) -> None:

@@ -24,7 +24,7 @@ from nixos_migrate.errors import MigrateError
 from nixos_migrate.fingerprint import tree_digest, tree_size
 from nixos_migrate.hookspecs import hookimpl
 from nixos_migrate.model import BackupInfo, BackupRecord, Check, Step
-from nixos_migrate_mysql import installation, versions
+from nixos_migrate_mysql import installation, record, versions
 from nixos_migrate_mysql.settings import MysqlSettings
 
 EXPECTED = "expected.json"
@@ -182,6 +182,7 @@ def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
     s = installation.settings_of(service)
     server.stop_leftovers(service)
     logical.clear_leftovers(s.data_dir)
+    record.discard(service)
     # the files first, as the service left them: a server start rewrites some of them, and a
     # restore must give back exactly what was there
     info = filebackup.backup_paths([s.data_dir], service.private_dir(dest / "files"), service.run, service.progress)
@@ -211,7 +212,7 @@ def up(service: Service, step: Step) -> bool:
     if step.data.get("method") == "logical":
         logical.copy(service, step.from_version or "", step.to_version, _expected(service))
     else:
-        upgrade.in_place(service, step)
+        upgrade.in_place(service, step, _expected(service))
     return True
 
 
@@ -230,6 +231,7 @@ def restore(service: Service, backup: BackupRecord) -> bool:
     s = installation.settings_of(service)
     server.stop_leftovers(service)
     logical.clear_leftovers(s.data_dir)
+    record.discard(service)
     filebackup.restore_paths(backup, service.run, service.progress)
     saved = Path(backup.path) / EXPECTED
     if saved.is_file():
@@ -269,6 +271,9 @@ def verify(service: Service) -> list[Check]:
     version = detect_version(service)
     if version is None:
         return [Check("data present", False, f"no data in {s.data_dir}")]
+    recorded = record.take(service, s.data_dir, version)
+    if recorded is not None:
+        return recorded
     checks = []
     try:
         with server.running(service, version, s.data_dir) as running:

@@ -188,6 +188,7 @@ def running(
     sock.unlink(missing_ok=True)
     log = run / f"{sock.stem}.err"
     log.unlink(missing_ok=True)
+    (run / f"{sock.stem}.pid").unlink(missing_ok=True)  # ours, left by a server that did not stop
     kept = {p: p.read_bytes() for pattern in ARIA_FILES for p in data_dir.glob(pattern)} if read_only else {}
     argv = server_args(service, version, root, data_dir, sock, run) + (list(READ_ONLY) if read_only else [])
     process = service.run.spawn(argv)

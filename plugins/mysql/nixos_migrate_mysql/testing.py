@@ -174,4 +174,4 @@ class RunningServer:
                 conn.cursor().execute("SET GLOBAL innodb_fast_shutdown = 0")
                 conn.close()
         finally:
-            self.server.stop(timeout=600)
+            self.server.stop(timeout=120)
