@@ -12,7 +12,11 @@ a logical copy loads the same values (the comparison runs before the copy replac
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import hashlib
+import itertools
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,24 +44,66 @@ def user_databases(server: Server) -> list[str]:
     return sorted(str(r[0]) for r in rows)
 
 
-def _rows(server: Server, schema: str, name: str, columns: list[str]) -> str:
-    """Row count and a sum of 64-bit row hashes over the values as text (`QUOTE` keeps NULL apart from
-    'NULL'; timestamps read in UTC). Not `CHECKSUM TABLE`: it hashes the storage format, which
-    changes between series (TIMESTAMP in 11.5), not the values."""
-    qualified = f"{ident(schema)}.{ident(name)}"
+#: tables at least this big are hashed in key ranges, one per worker
+SPLIT_ABOVE = 64 << 20
+
+
+def _row_sql(qualified: str, columns: list[str], where: str = "") -> str:
+    """Row count and a sum of 64-bit row hashes over the values as text (`QUOTE` keeps NULL apart
+    from 'NULL'; timestamps read in UTC). Not `CHECKSUM TABLE`: it hashes the storage format,
+    which changes between series (TIMESTAMP in 11.5), not the values. 64 bits of each row's MD5
+    as an integer, summed exactly (DECIMAL): CONV alone yields a string that SUM would add as a
+    double, losing the low bits."""
     if not columns:
-        return f"{server.value(f'SELECT COUNT(*) FROM {qualified}')} rows"
+        return f"SELECT COUNT(*), 0 FROM {qualified}{where}"
     row = "CONCAT_WS(0x1f, " + ", ".join(f"QUOTE({ident(c)})" for c in columns) + ")"
-    # 64 bits of each row's MD5 as an integer, summed exactly (DECIMAL); CONV alone yields a
-    # string that SUM would add as a double, losing the low bits
-    count, total = server.query(
-        f"SELECT COUNT(*), SUM(CAST(CONV(LEFT(MD5({row}), 16), 16, 10) AS UNSIGNED)) FROM {qualified}"
-    )[0]
-    return f"{count} rows, hash {int(total or 0):x}"
+    return f"SELECT COUNT(*), SUM(CAST(CONV(LEFT(MD5({row}), 16), 16, 10) AS UNSIGNED)) FROM {qualified}{where}"
 
 
-def fingerprint(server: Server, service_user: str) -> dict[str, str]:
-    """Object -> what identifies its content (see the module's docstring)."""
+def _ranges(server: Server, qualified: str, key: str, parts: int) -> list[str]:
+    """WHERE clauses that split a table on its integer primary key into `parts` ranges."""
+    low, high = server.query(f"SELECT MIN({ident(key)}), MAX({ident(key)}) FROM {qualified}")[0]
+    if low is None or parts < 2:
+        return [""]
+    low, high = int(low), int(high)
+    width = (high - low) // parts + 1
+    bounds = [low + i * width for i in range(parts)] + [high + 1]
+    return [f" WHERE {ident(key)} >= {a} AND {ident(key)} < {b}" for a, b in itertools.pairwise(bounds)]
+
+
+def _hash_rows(server: Server, work: list[tuple[str, str]], jobs: int) -> dict[str, tuple[int, int]]:
+    """Run the (table, SQL) items on `jobs` connections; per table, the summed count and hash."""
+    totals: dict[str, tuple[int, int]] = {}
+    lock = threading.Lock()
+    local = threading.local()
+    extra: list[Any] = []
+
+    def run(item: tuple[str, str]) -> None:
+        table, sql = item
+        if getattr(local, "connection", None) is None:
+            local.connection = server.new_connection()
+            extra.append(local.connection)
+        cursor = local.connection.cursor()
+        cursor.execute(sql)
+        count, total = cursor.fetchall()[0]
+        cursor.close()
+        with lock:
+            before = totals.get(table, (0, 0))
+            totals[table] = (before[0] + int(count), before[1] + int(total or 0))
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            list(pool.map(run, work))
+    finally:
+        for connection in extra:
+            with contextlib.suppress(Exception):
+                connection.close()
+    return totals
+
+
+def fingerprint(server: Server, service_user: str, jobs: int = 2) -> dict[str, str]:
+    """Object -> what identifies its content (see the module's docstring). Rows are hashed on
+    `jobs` connections, big tables with an integer primary key split into key ranges."""
     objects: dict[str, str] = {}
     tables: dict[str, list[str]] = {}
     for schema, name, kind, engine in server.query(
@@ -84,13 +130,33 @@ def fingerprint(server: Server, service_user: str) -> dict[str, str]:
         f" WHERE TABLE_SCHEMA {_NOT_SYSTEM} ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION"
     ):
         columns.setdefault((str(schema), str(name)), []).append(str(column))
+    big = {
+        (str(a), str(b)): str(key)
+        for a, b, key in server.query(
+            "SELECT t.TABLE_SCHEMA, t.TABLE_NAME, MIN(k.COLUMN_NAME) FROM information_schema.TABLES t"
+            " JOIN information_schema.KEY_COLUMN_USAGE k ON k.TABLE_SCHEMA = t.TABLE_SCHEMA"
+            " AND k.TABLE_NAME = t.TABLE_NAME AND k.CONSTRAINT_NAME = 'PRIMARY'"
+            " JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = k.TABLE_SCHEMA AND c.TABLE_NAME = k.TABLE_NAME"
+            " AND c.COLUMN_NAME = k.COLUMN_NAME"
+            f" WHERE t.TABLE_SCHEMA {_NOT_SYSTEM} AND t.DATA_LENGTH >= {SPLIT_ABOVE}"
+            " AND c.DATA_TYPE IN ('tinyint', 'smallint', 'mediumint', 'int', 'bigint')"
+            " GROUP BY t.TABLE_SCHEMA, t.TABLE_NAME HAVING COUNT(*) = 1"
+        )
+    }
+    work: list[tuple[str, str]] = []
     for schema, names in tables.items():
         for name in names:
-            objects[f"table {schema}.{name}"] += ", " + _rows(server, schema, name, columns.get((schema, name), []))
-            if (schema, name) in versioned:
-                qualified = f"{ident(schema)}.{ident(name)}"
-                history = server.value(f"SELECT COUNT(*) FROM {qualified} FOR SYSTEM_TIME ALL")
-                objects[f"table {schema}.{name}"] += f", {history} rows with history"
+            qualified = f"{ident(schema)}.{ident(name)}"
+            cols = columns.get((schema, name), [])
+            key = big.get((schema, name))
+            for where in _ranges(server, qualified, key, jobs) if key else [""]:
+                work.append((f"table {schema}.{name}", _row_sql(qualified, cols, where)))
+    for table, (count, total) in _hash_rows(server, work, jobs).items():
+        objects[table] += f", {count} rows, hash {total:x}"
+    for schema, name in sorted(versioned):
+        qualified = f"{ident(schema)}.{ident(name)}"
+        history = server.value(f"SELECT COUNT(*) FROM {qualified} FOR SYSTEM_TIME ALL")
+        objects[f"table {schema}.{name}"] += f", {history} rows with history"
     for schema, name, kind, body in server.query(
         "SELECT ROUTINE_SCHEMA, ROUTINE_NAME, ROUTINE_TYPE, ROUTINE_DEFINITION FROM information_schema.ROUTINES"
         f" WHERE ROUTINE_SCHEMA {_NOT_SYSTEM}"
@@ -196,7 +262,7 @@ def check_tables(server: Server, databases: list[str]) -> Check:
     return Check("CHECK TABLE of every table", not problems, detail)
 
 
-def after_step(server: Server, expected: Mapping[str, str], service_user: str) -> list[Check]:
+def after_step(server: Server, expected: Mapping[str, str], service_user: str, jobs: int) -> list[Check]:
     """What verify checks, run on the new data while the step's server is up (one start fewer):
     routines and events usable, every table checked, the content equal to the fingerprint."""
     checks = system_tables(server)
@@ -204,7 +270,7 @@ def after_step(server: Server, expected: Mapping[str, str], service_user: str) -
         return [*checks, Check("content equals the fingerprint before the step", False, "not read: see above")]
     try:
         checks.append(check_tables(server, user_databases(server)))
-        checks.append(compare(expected, fingerprint(server, service_user)))
+        checks.append(compare(expected, fingerprint(server, service_user, jobs)))
     except Exception as exc:  # the server's own error is the finding
         checks.append(Check("content equals the fingerprint before the step", False, f"not readable: {exc}"))
     return checks

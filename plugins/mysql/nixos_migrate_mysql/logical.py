@@ -270,7 +270,7 @@ def copy(service: Service, from_version: str, to_version: str, expected: dict[st
             target.query(statement)
         target.query("FLUSH PRIVILEGES")
         with service.progress.task("checks of the copy, compared with the fingerprint"):
-            checks = content.after_step(target, expected, user)
+            checks = content.after_step(target, expected, user, s.jobs)
         problems = [f"{c.name}: {c.detail}" for c in checks if not c.ok]
         if problems:
             raise MigrateError(f"the copy on {versions.label(to_version)}: " + "; ".join(problems))

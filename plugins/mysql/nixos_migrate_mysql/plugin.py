@@ -191,7 +191,7 @@ def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
         server.running(service, version, s.data_dir, slow_shutdown=True) as source,
         service.progress.task(f"fingerprint of {versions.label(version)}'s data"),
     ):
-        expected = content.fingerprint(source, service.run.identity.name)
+        expected = content.fingerprint(source, service.run.identity.name, s.jobs)
     (dest / EXPECTED).write_text(json.dumps(expected))
     (service.state_dir / EXPECTED).write_text(json.dumps(expected))
     detail = {**info.detail, "version": version, "objects": len(expected), "digest": content.digest(expected)}
@@ -281,7 +281,7 @@ def verify(service: Service) -> list[Check]:
             checks += content.system_tables(running)
             databases = content.user_databases(running)
             checks.append(content.check_tables(running, databases))
-            found = content.fingerprint(running, service.run.identity.name)
+            found = content.fingerprint(running, service.run.identity.name, s.jobs)
     except MigrateError as exc:
         return [*checks, Check("server starts and answers", False, exc.message)]
     expected_file = service.state_dir / EXPECTED

@@ -68,20 +68,26 @@ class Server:
     def settings(self) -> MysqlSettings:
         return installation.settings_of(self.service)
 
+    def new_connection(self) -> MySQLConnectionAbstract:
+        """A connection of its own (for work in parallel); the caller closes it."""
+        import mysql.connector  # imported when a server runs: it costs every command otherwise
+
+        s = self.settings
+        password = s.password_file.read_text().rstrip("\n") if s.password_file else ""
+        connection = mysql.connector.connect(
+            unix_socket=str(self.socket), user=s.admin_user, password=password, autocommit=True,
+            charset="utf8mb4", use_pure=True, connection_timeout=60,
+        )  # fmt: skip
+        # values read as text (fingerprints) must not depend on the server's zone
+        cursor = connection.cursor()
+        cursor.execute("SET time_zone = '+00:00'")
+        cursor.close()
+        return connection  # type: ignore[return-value]
+
     def connection(self) -> MySQLConnectionAbstract:
         if self._connection is None:
-            import mysql.connector  # imported when a server runs: it costs every command otherwise
-
-            s = self.settings
-            password = s.password_file.read_text().rstrip("\n") if s.password_file else ""
-            connection = mysql.connector.connect(
-                unix_socket=str(self.socket), user=s.admin_user, password=password, autocommit=True,
-                charset="utf8mb4", use_pure=True, connection_timeout=60,
-            )  # fmt: skip
-            # values read as text (fingerprints) must not depend on the server's zone
-            connection.cursor().execute("SET time_zone = '+00:00'")
-            self._connection = connection  # type: ignore[assignment]
-        return self._connection  # type: ignore[return-value]
+            self._connection = self.new_connection()
+        return self._connection
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cursor = self.connection().cursor()

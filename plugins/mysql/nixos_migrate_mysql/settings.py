@@ -37,6 +37,8 @@ class MysqlSettings(BaseModel):
         event scheduler, no replication) come after it.
     initial_version: the series that wrote data with no upgrade-info file and no readable redo
         log header (MySQL 8's data), the first time nixos-migrate sees it.
+    jobs: connections that hash rows in parallel for the fingerprint (big tables with an integer
+        primary key split into key ranges).
     service_socket: the socket of the service's own server, to tell that it runs (default
         /run/mysqld/mysqld.sock, NixOS's).
     """
@@ -53,6 +55,7 @@ class MysqlSettings(BaseModel):
     config_file: AbsolutePath | None = None
     initial_version: str | None = None
     service_socket: AbsolutePath = Path("/run/mysqld/mysqld.sock")
+    jobs: int = Field(default=2, ge=1, le=64)
 
     @field_validator("packages")
     @classmethod

@@ -39,3 +39,23 @@ def test_up_through_every_series_then_down_again_keeps_every_object(tmp_path):
 
     verify = rig.cli("10.11", "verify", "--json")
     assert verify.code == 0, verify.output
+
+
+def test_the_fingerprint_is_the_same_hashed_in_key_ranges_on_several_connections(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from nixos_migrate_mysql import content
+    from nixos_migrate_mysql.server import Server
+    from nixos_migrate_mysql.settings import MysqlSettings
+
+    instance = make_instance(tmp_path, "10.11", rows=20_000)
+    settings = MysqlSettings(data_dir=instance.data_dir)
+    with instance.server() as running:
+        service = SimpleNamespace(settings=settings, state_dir=tmp_path)
+        server = Server(service, "10.11", running.socket.parent, instance.data_dir, running.socket, running.log)  # type: ignore[arg-type]
+        whole = content.fingerprint(server, instance.user.pw_name, jobs=1)
+        monkeypatch.setattr(content, "SPLIT_ABOVE", 0)  # every table with an integer key in ranges
+        split = content.fingerprint(server, instance.user.pw_name, jobs=3)
+        server.close()
+    assert split == whole
+    assert "20000 rows" in whole["table shop.orders"]
