@@ -49,10 +49,11 @@ def build(root: Path, size_mb: int) -> Instance:
         step = 100_000
         for start in range(0, rows, step):
             end = min(rows, start + step)
+            numbers = f"WITH RECURSIVE s(n) AS (SELECT {start + 1} UNION ALL SELECT n + 1 FROM s WHERE n < {end})"
             server.execute(
-                "SET SESSION max_recursive_iterations = 1000000; INSERT INTO bench.items"
-                f" WITH RECURSIVE s(n) AS (SELECT {start + 1} UNION ALL SELECT n + 1 FROM s WHERE n < {end})"
-                " SELECT n, REPEAT(MD5(n), 31), TIMESTAMP('2024-01-01') + INTERVAL n SECOND FROM s;"
+                "SET SESSION max_recursive_iterations = 1000000; INSERT INTO bench.items "
+                + numbers
+                + " SELECT n, REPEAT(MD5(n), 31), TIMESTAMP('2024-01-01') + INTERVAL n SECOND FROM s;"
             )
     return instance
 
@@ -133,6 +134,8 @@ def nm(instance: Instance, root: Path, target: str, *args: str) -> None:
         [sys.executable, "-m", "nixos_migrate.cli", "-m", str(manifest), *args], capture_output=True, text=True,
         check=False,
     )  # fmt: skip
+    if os.environ.get("BENCH_PHASES"):
+        print("\n".join(line for line in result.stderr.splitlines() if "done in" in line), file=sys.stderr)
     if result.returncode != 0:
         raise RuntimeError(f"nixos-migrate {' '.join(args)} failed:\n{result.stderr[-3000:]}")
 
@@ -170,10 +173,14 @@ def main() -> int:
             ]
             for name, fn in up_pair if round_no % 2 == 0 else up_pair[::-1]:
                 instance = copy_of(pristine, root, "up-" + str(len(got)))
+                for kind in ("state", "backups"):
+                    shutil.rmtree(root / f"{kind}-{instance.root.name}", ignore_errors=True)
                 warm(instance)
                 got[name] = timed(lambda fn=fn, instance=instance: fn(instance))  # type: ignore[misc]
             # the downgrades start from an upgraded copy (nixos-migrate's own, so its journal knows 11.8)
             upgraded = copy_of(pristine, root, "upgraded")
+            for kind in ("state", "backups"):
+                shutil.rmtree(root / f"{kind}-upgraded", ignore_errors=True)
             nm(upgraded, root, NEW, "up")
             down_pair: list[tuple[str, Callable[[Instance], None]]] = [
                 ("bare down (mariadb-dump | mariadb into a fresh 10.11)", lambda i: bare_down(i, root)),

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from nixos_migrate.runner import stop_process, wait_ready
 
@@ -42,6 +43,7 @@ CACHE_ENV = "NIXOS_MIGRATE_CACHE"
 TEST_USER = "nixos-migrate-test"
 #: this machine's dynamic loader, which runs the programs of releases whose glibc is not newer
 SYSTEM_LOADER = "/lib64/ld-linux-x86-64.so.2"
+T = TypeVar("T")
 
 
 class ProvisionError(RuntimeError):
@@ -201,6 +203,18 @@ def debian_package(package: str, suite: str, version: str | None = None) -> Path
         (dest / ".deb").write_text(deb.name)
         marker.touch()
     return dest
+
+
+def catalogued(product: str, version: str, catalogue: Mapping[str, T]) -> Path | T:
+    """A server recipe's entry for `version`, or the prefix `NIXOS_MIGRATE_<PRODUCT>_<version>`
+    names instead (dots as underscores; on NixOS, a store path): what every plugin's recipe asks
+    first. ProvisionError names the versions the catalogue has."""
+    override = os.environ.get(f"NIXOS_MIGRATE_{product.upper()}_{version.replace('.', '_')}")
+    if override:
+        return Path(override)
+    if version not in catalogue:
+        raise ProvisionError(f"no {product} {version} is known to be reachable (have {sorted(catalogue)})")
+    return catalogue[version]
 
 
 def _library_dirs(roots: Sequence[Path]) -> list[str]:

@@ -7,10 +7,9 @@ loader). On NixOS set `NIXOS_MIGRATE_OPENLDAP_<2_6>` to a store path instead.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from nixos_migrate.testing.provision import ProvisionError, debian_prefix
+from nixos_migrate.testing.provision import catalogued, debian_prefix
 
 #: OpenLDAP versions reachable here: (suite, packages; the first holds slapd)
 OPENLDAP = {
@@ -30,12 +29,10 @@ OPENLDAP_TOOLS = ("slapd", "slapadd", "slapcat", "slaptest", "slapindex", "slapp
 def openldap(version: str) -> Path:
     """An OpenLDAP prefix (`sbin/slap*`, `lib/ldap` modules, `etc/ldap/schema`) of `version`
     (2.4, 2.5, 2.6). On NixOS set `NIXOS_MIGRATE_OPENLDAP_<2_6>` to a store path instead."""
-    override = os.environ.get(f"NIXOS_MIGRATE_OPENLDAP_{version.replace('.', '_')}")
-    if override:
-        return Path(override)
-    if version not in OPENLDAP:
-        raise ProvisionError(f"no OpenLDAP {version} is known to be reachable (have {sorted(OPENLDAP)})")
-    suite, packages = OPENLDAP[version]
+    entry = catalogued("OpenLDAP", version, OPENLDAP)
+    if isinstance(entry, Path):
+        return entry
+    suite, packages = entry
     return debian_prefix(
         f"openldap-{version}",
         suite,

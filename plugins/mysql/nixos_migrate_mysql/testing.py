@@ -53,12 +53,10 @@ TOOLS = (
 def mariadb(version: str) -> Path:
     """A MariaDB prefix of `version` (10.5, 10.11, 11.8): `bin/mariadbd`, `bin/mariadb-install-db`,
     the clients, `share/mysql`. On NixOS set `NIXOS_MIGRATE_MARIADB_<10_11>` to a store path."""
-    override = os.environ.get(f"NIXOS_MIGRATE_MARIADB_{version.replace('.', '_')}")
-    if override:
-        return Path(override)
-    if version not in MARIADB:
-        raise ProvisionError(f"no MariaDB {version} is known to be reachable (have {sorted(MARIADB)})")
-    suite, packages = MARIADB[version]
+    entry = provision.catalogued("MariaDB", version, MARIADB)
+    if isinstance(entry, Path):
+        return entry
+    suite, packages = entry
     # mariadb-install-db looks for the server as bin/mysqld (10.5) or sbin/mariadbd (10.11 on, as
     # Debian builds it); trixie moved the share files to mariadb/
     programs = {

