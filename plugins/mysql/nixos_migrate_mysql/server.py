@@ -1,8 +1,8 @@
 """A private server of one version on a data directory: started as the service's user, reached
 only through its own socket (TCP only when `port` is set), always stopped by pid.
 
-It runs without the event scheduler and without replication, so that nothing but the plugin
-changes the data while it is up; with the service's option file (`config_file`) first, so that
+It runs without the event scheduler, replication, the binary log or Galera, so that nothing
+but the plugin changes the data while it is up; with the service's option file (`config_file`) first, so that
 settings the data depends on (page size, file paths, lower_case_table_names) hold, and the
 plugin's own options after it.
 """
@@ -159,6 +159,8 @@ def server_args(service: Service, version: str, root: Path, data_dir: Path, sock
         if versions.key(version) >= (8, 4) and not versions.is_mariadb(version)
         else "--skip-slave-start",
         "--skip-log-bin",
+        # a Galera node's option file must not make a private server join the cluster
+        "--loose-wsrep-on=OFF",
     ]
     share = installation.share_dir(root)
     if share is not None:

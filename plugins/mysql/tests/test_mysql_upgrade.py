@@ -59,3 +59,23 @@ def test_the_fingerprint_is_the_same_hashed_in_key_ranges_on_several_connections
         server.close()
     assert split == whole
     assert "20000 rows" in whole["table shop.orders"]
+
+
+def test_the_services_option_file_is_read_first_and_the_plugins_options_win(tmp_path):
+    """NixOS's /etc/my.cnf as a production host has it: binary log, event scheduler on, the
+    service's socket and port, a Galera switch; the private servers keep their own."""
+    instance = make_instance(tmp_path, "10.5", rows=500)
+    before = content(instance, "10.5")
+    config = tmp_path / "my.cnf"
+    config.write_text(
+        "[mysqld]\nport = 3306\nsocket = /nonexistent/mysqld.sock\nlog-bin = mysql-bin\nevent_scheduler = ON\n"
+        "innodb_buffer_pool_size = 64M\nloose-wsrep_on = ON\ncharacter-set-server = utf8mb4\n"
+    )
+    config.chmod(0o644)
+    rig = Rig(tmp_path, instance, config_file=str(config))
+    result = rig.cli("10.11", "up", "--json")
+    assert result.code == 0, result.output
+    assert content(instance, "10.11") == before
+    assert not list(instance.data_dir.glob("mysql-bin.*")), "a private server wrote a binary log"
+    verify = rig.cli("10.11", "verify", "--json")
+    assert verify.code == 0, verify.output
