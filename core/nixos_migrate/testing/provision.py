@@ -175,7 +175,9 @@ def debian_package(package: str, suite: str, version: str | None = None) -> Path
     dest = cache_dir() / "debian" / key
     marker = dest / ".complete"
     with cache_lock(f"debian-{key}"):
-        if is_complete(marker):
+        # an entry whose .deb is another package's was written by parallel downloads that took
+        # each other's file (before they had a directory each): fetched again
+        if is_complete(marker) and (dest / ".deb").read_text().startswith(f"{package}_"):
             return dest
         root, options = _apt_root(suite)
         with cache_lock(f"apt-{suite}"):
