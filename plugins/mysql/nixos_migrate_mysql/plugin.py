@@ -115,10 +115,11 @@ def check(service: Service, step: Step) -> list[Check]:
     detail = f"{s.data_dir} holds {other}" if other else str(s.data_dir)
     checks.append(Check("data directory holds MySQL/MariaDB data", other is None, detail))
     unit = service.control.unit
-    if unit and service.control.is_active():
+    active = bool(unit) and service.control.is_active()
+    pid = None if active else installation.running_pid(s)
+    if active:
         checks.append(Check("server stopped before the step", True, f"{unit} runs now; `up` stops it first"))
     else:
-        pid = installation.running_pid(s)
         checks.append(
             Check(
                 "server not running",
@@ -151,8 +152,7 @@ def check(service: Service, step: Step) -> list[Check]:
             )
         )
         first = detect_version(service) == step.from_version  # a later step's data exists only then
-        idle = not (unit and service.control.is_active()) and installation.running_pid(s) is None
-        if first and idle and not missing and not mount:
+        if first and not active and pid is None and not missing and not mount:
             from nixos_migrate_mysql import logical as logical_copy
 
             checks.append(logical_copy.precheck(service, step))
