@@ -282,8 +282,9 @@ def verify(service: Service) -> list[Check]:
             databases = content.user_databases(running)
             checks.append(content.check_tables(running, databases))
             found = content.fingerprint(running, service.run.identity.name, s.jobs)
-    except MigrateError as exc:
-        return [*checks, Check("server starts and answers", False, exc.message)]
+    except Exception as exc:  # a refused login or a lost connection is the finding, named
+        message = exc.message if isinstance(exc, MigrateError) else f"{type(exc).__name__}: {exc}"
+        return [*checks, Check("server starts and answers", False, message)]
     expected_file = service.state_dir / EXPECTED
     if service.step is not None and expected_file.is_file():
         checks.append(content.compare(json.loads(expected_file.read_text()), found))

@@ -62,6 +62,7 @@ class Server:
         self.data_dir = data_dir
         self.socket = sock
         self.log = log
+        self.skip_grants = False
         self._connection: MySQLConnectionAbstract | None = None
 
     @property
@@ -111,12 +112,13 @@ class Server:
     @contextlib.contextmanager
     def client_options(self) -> Iterator[Path]:
         """An option file for the command-line clients (user, password, socket), 0600 and removed
-        after: the password never appears in argv."""
+        after: the password never appears in argv. A server without grant tables takes no
+        password."""
         s = self.settings
         fd, name = tempfile.mkstemp(prefix="client-", suffix=".cnf", dir=self.service.state_dir)
         try:
             lines = ["[client]", f"user={s.admin_user}", f"socket={self.socket}"]
-            if s.password_file is not None:
+            if s.password_file is not None and not self.skip_grants:
                 secret = s.password_file.read_text().rstrip("\n").replace("\\", "\\\\").replace('"', '\\"')
                 lines.append(f'password="{secret}"')
             with os.fdopen(fd, "w") as handle:
@@ -181,12 +183,15 @@ def running(
     name: str = "current",
     slow_shutdown: bool = False,
     read_only: bool = False,
+    skip_grants: bool = False,
 ) -> Iterator[Server]:
     """The server of `version` on `data_dir` for the body; stopped after it (with
     `innodb_fast_shutdown=0` when `slow_shutdown`: purge and change-buffer merge first, the state
     an upgrade of the files wants). A failure inside the body stops it the fast way. With
     `read_only`, every file of `data_dir` is as it was once it stopped (for looking before
-    anything may change)."""
+    anything may change). With `skip_grants`, the server checks no password (it is reached only
+    through its private socket): for tools that cannot carry any password (`mariadb-upgrade`
+    hands it to its child client in a way that breaks on spaces and quotes)."""
     s = installation.settings_of(service)
     root = installation.prefix(s, version)
     sock = _socket_path(service, s, name)
@@ -199,8 +204,10 @@ def running(
     (run / f"{sock.stem}.pid").unlink(missing_ok=True)  # ours, left by a server that did not stop
     kept = {p: p.read_bytes() for pattern in ARIA_FILES for p in data_dir.glob(pattern)} if read_only else {}
     argv = server_args(service, version, root, data_dir, sock, run) + (list(READ_ONLY) if read_only else [])
+    argv += ["--skip-grant-tables"] if skip_grants else []
     process = service.run.spawn(argv)
     server = Server(service, version, root, data_dir, sock, log)
+    server.skip_grants = skip_grants
     clean = False
     try:
         problem = wait_ready(process, lambda: _accepts(sock), START_TIMEOUT)
@@ -210,15 +217,20 @@ def running(
         yield server
         clean = True
     finally:
+        asked = False
         try:
             if clean and slow_shutdown:
                 server.query("SET GLOBAL innodb_fast_shutdown = 0")
             if process.poll() is None:
                 with contextlib.suppress(Exception):
                     server.query("SHUTDOWN")
+                    asked = True
         finally:
             server.close()
-            stop_process(process, [(0, STOP_TIMEOUT), (signal.SIGTERM, STOP_TIMEOUT)])
+            # a server that took SHUTDOWN is waited for (a slow shutdown takes its time); one that
+            # could not be asked (no login) gets SIGTERM, which shuts it down the normal way
+            steps = [(0, STOP_TIMEOUT), (signal.SIGTERM, STOP_TIMEOUT)] if asked else [(signal.SIGTERM, STOP_TIMEOUT)]
+            stop_process(process, steps)
             if sock.parent.name.startswith("nixos-migrate-mysql-"):
                 shutil.rmtree(sock.parent, ignore_errors=True)
         if read_only and process.returncode == 0:

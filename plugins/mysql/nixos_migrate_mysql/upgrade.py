@@ -24,7 +24,9 @@ from nixos_migrate_mysql.server import running
 def in_place(service: Service, step: Step, expected: dict[str, str]) -> None:
     s = installation.settings_of(service)
     target = step.to_version
-    with running(service, target, s.data_dir) as server:
+    # no grant tables while the tool runs: it cannot carry every password (see server.running),
+    # and the private socket is the only way in
+    with running(service, target, s.data_dir, skip_grants=True) as server:
         if not versions.self_upgrading(target):
             upgrade = installation.tool(server.root, "upgrade")
             with (

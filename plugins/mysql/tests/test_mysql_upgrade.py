@@ -79,3 +79,32 @@ def test_the_services_option_file_is_read_first_and_the_plugins_options_win(tmp_
     assert not list(instance.data_dir.glob("mysql-bin.*")), "a private server wrote a binary log"
     verify = rig.cli("10.11", "verify", "--json")
     assert verify.code == 0, verify.output
+
+
+def test_an_admin_account_with_a_password_from_a_file(tmp_path):
+    """admin_user logs in with the password of password_file (the clients get it in a private
+    option file); it appears in no output, journal, log or file the plugin leaves."""
+    instance = make_instance(tmp_path, "10.5", rows=500)
+    secret = "s3cr\\et-\"pass' word"
+    with instance.server() as server:
+        escaped = secret.replace("\\", "\\\\").replace("'", "\\'")
+        server.execute(
+            f"CREATE USER migrator@localhost IDENTIFIED BY '{escaped}';"
+            " GRANT ALL PRIVILEGES ON *.* TO migrator@localhost WITH GRANT OPTION;"
+        )
+    before = content(instance, "10.5")
+    password_file = tmp_path / "password"
+    password_file.write_text(secret + "\n")
+    password_file.chmod(0o600)
+    rig = Rig(tmp_path, instance, admin_user="migrator", password_file=str(password_file))
+    result = rig.cli("10.11", "up", "--json")
+    assert result.code == 0, result.output
+    assert content(instance, "10.11") == before
+    assert secret not in result.output
+    for path in (tmp_path / "state").rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not it\n")
+    refused = Rig(tmp_path, instance, admin_user="migrator", password_file=str(wrong)).cli("10.11", "verify")
+    assert refused.code != 0 and "Access denied for user 'migrator'" in refused.output
