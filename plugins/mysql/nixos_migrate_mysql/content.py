@@ -26,7 +26,8 @@ from nixos_migrate_mysql.server import Server
 
 #: accounts every fresh data directory has (install-db's, MySQL's system accounts, MariaDB's PUBLIC)
 INSTALL_ACCOUNTS = {"root", "mariadb.sys", "mysql.sys", "mysql.session", "mysql.infoschema", "PUBLIC", ""}
-_NOT_SYSTEM = "NOT IN ({})".format(", ".join(f"'{d}'" for d in SYSTEM_DATABASES))
+#: the condition that leaves out the server's own databases
+NOT_SYSTEM = "NOT IN ({})".format(", ".join(f"'{d}'" for d in SYSTEM_DATABASES))
 _EVENT_ERROR = "Event Scheduler: An error occurred"
 
 
@@ -40,7 +41,7 @@ def _hash(text: Any) -> str:
 
 
 def user_databases(server: Server) -> list[str]:
-    rows = server.query(f"SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME {_NOT_SYSTEM}")
+    rows = server.query(f"SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME {NOT_SYSTEM}")
     return sorted(str(r[0]) for r in rows)
 
 
@@ -108,7 +109,7 @@ def fingerprint(server: Server, service_user: str, jobs: int = 2) -> dict[str, s
     tables: dict[str, list[str]] = {}
     for schema, name, kind, engine in server.query(
         "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE, ENGINE FROM information_schema.TABLES"
-        f" WHERE TABLE_SCHEMA {_NOT_SYSTEM} ORDER BY 1, 2"
+        f" WHERE TABLE_SCHEMA {NOT_SYSTEM} ORDER BY 1, 2"
     ):
         if kind == "VIEW":
             objects[f"view {schema}.{name}"] = "view"
@@ -121,13 +122,13 @@ def fingerprint(server: Server, service_user: str, jobs: int = 2) -> dict[str, s
         (str(a), str(b))
         for a, b in server.query(
             "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES"
-            f" WHERE TABLE_TYPE = 'SYSTEM VERSIONED' AND TABLE_SCHEMA {_NOT_SYSTEM}"
+            f" WHERE TABLE_TYPE = 'SYSTEM VERSIONED' AND TABLE_SCHEMA {NOT_SYSTEM}"
         )
     }
     columns: dict[tuple[str, str], list[str]] = {}
     for schema, name, column in server.query(
         "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS"
-        f" WHERE TABLE_SCHEMA {_NOT_SYSTEM} ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION"
+        f" WHERE TABLE_SCHEMA {NOT_SYSTEM} ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION"
     ):
         columns.setdefault((str(schema), str(name)), []).append(str(column))
     big = {
@@ -138,7 +139,7 @@ def fingerprint(server: Server, service_user: str, jobs: int = 2) -> dict[str, s
             " AND k.TABLE_NAME = t.TABLE_NAME AND k.CONSTRAINT_NAME = 'PRIMARY'"
             " JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = k.TABLE_SCHEMA AND c.TABLE_NAME = k.TABLE_NAME"
             " AND c.COLUMN_NAME = k.COLUMN_NAME"
-            f" WHERE t.TABLE_SCHEMA {_NOT_SYSTEM} AND t.DATA_LENGTH >= {SPLIT_ABOVE}"
+            f" WHERE t.TABLE_SCHEMA {NOT_SYSTEM} AND t.DATA_LENGTH >= {SPLIT_ABOVE}"
             " AND c.DATA_TYPE IN ('tinyint', 'smallint', 'mediumint', 'int', 'bigint')"
             " GROUP BY t.TABLE_SCHEMA, t.TABLE_NAME HAVING COUNT(*) = 1"
         )
@@ -159,17 +160,17 @@ def fingerprint(server: Server, service_user: str, jobs: int = 2) -> dict[str, s
         objects[f"table {schema}.{name}"] += f", {history} rows with history"
     for schema, name, kind, body in server.query(
         "SELECT ROUTINE_SCHEMA, ROUTINE_NAME, ROUTINE_TYPE, ROUTINE_DEFINITION FROM information_schema.ROUTINES"
-        f" WHERE ROUTINE_SCHEMA {_NOT_SYSTEM}"
+        f" WHERE ROUTINE_SCHEMA {NOT_SYSTEM}"
     ):
         objects[f"{str(kind).lower()} {schema}.{name}"] = _hash(body)
     for schema, name, table, body in server.query(
         "SELECT TRIGGER_SCHEMA, TRIGGER_NAME, EVENT_OBJECT_TABLE, ACTION_STATEMENT FROM information_schema.TRIGGERS"
-        f" WHERE TRIGGER_SCHEMA {_NOT_SYSTEM}"
+        f" WHERE TRIGGER_SCHEMA {NOT_SYSTEM}"
     ):
         objects[f"trigger {schema}.{name}"] = f"on {table}: {_hash(body)}"
     for schema, name, status, body in server.query(
         "SELECT EVENT_SCHEMA, EVENT_NAME, STATUS, EVENT_DEFINITION FROM information_schema.EVENTS"
-        f" WHERE EVENT_SCHEMA {_NOT_SYSTEM}"
+        f" WHERE EVENT_SCHEMA {NOT_SYSTEM}"
     ):
         objects[f"event {schema}.{name}"] = f"{status}: {_hash(body)}"
     for user, host in server.query("SELECT User, Host FROM mysql.user"):
@@ -215,7 +216,7 @@ def system_tables(server: Server) -> list[Check]:
     try:
         routines = server.query(
             "SELECT ROUTINE_SCHEMA, ROUTINE_NAME, ROUTINE_TYPE FROM information_schema.ROUTINES"
-            f" WHERE ROUTINE_SCHEMA {_NOT_SYSTEM}"
+            f" WHERE ROUTINE_SCHEMA {NOT_SYSTEM}"
         )
     except Exception as exc:  # the server's own error is the finding (mysql.proc of an older series)
         broken.append(str(exc))
@@ -230,7 +231,7 @@ def system_tables(server: Server) -> list[Check]:
     problem = next((line for line in log.splitlines() if _EVENT_ERROR in line), None)
     events = None
     try:
-        events = server.value(f"SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA {_NOT_SYSTEM}")
+        events = server.value(f"SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA {NOT_SYSTEM}")
     except Exception as exc:  # "Cannot proceed, because event scheduler is disabled"
         problem = problem or str(exc)
     detail = f"the server disabled it: {problem}" if problem else f"{events} events"

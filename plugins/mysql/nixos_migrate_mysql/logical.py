@@ -170,10 +170,9 @@ def unsupported(source: Server, target_version: str, dump: Path) -> list[str]:
     if not versions.is_mariadb(target_version):
         return found
     target_key = versions.key(target_version)
-    not_system = ", ".join(f"'{d}'" for d in installation.SYSTEM_DATABASES)
     for schema, table, column, kind in source.query(
         "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS"
-        f" WHERE TABLE_SCHEMA NOT IN ({not_system})"
+        f" WHERE TABLE_SCHEMA {content.NOT_SYSTEM}"
     ):
         since = _NEW_TYPES.get(str(kind).lower())
         if since is not None and since > target_key:
@@ -209,14 +208,13 @@ HINT = (
 def missing_collations(source: Server, target: Server) -> list[str]:
     """Columns, tables and databases whose collation the target server does not have."""
     have = {str(r[0]) for r in target.query("SELECT COLLATION_NAME FROM information_schema.COLLATIONS")}
-    not_system = ", ".join(f"'{d}'" for d in installation.SYSTEM_DATABASES)
     used = source.query(
         "SELECT CONCAT('database ', SCHEMA_NAME), DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA"
-        f" WHERE SCHEMA_NAME NOT IN ({not_system})"
+        f" WHERE SCHEMA_NAME {content.NOT_SYSTEM}"
         " UNION ALL SELECT CONCAT('table ', TABLE_SCHEMA, '.', TABLE_NAME), TABLE_COLLATION"
-        f" FROM information_schema.TABLES WHERE TABLE_SCHEMA NOT IN ({not_system}) AND TABLE_COLLATION IS NOT NULL"
+        f" FROM information_schema.TABLES WHERE TABLE_SCHEMA {content.NOT_SYSTEM} AND TABLE_COLLATION IS NOT NULL"
         " UNION ALL SELECT CONCAT('column ', TABLE_SCHEMA, '.', TABLE_NAME, '.', COLUMN_NAME), COLLATION_NAME"
-        f" FROM information_schema.COLUMNS WHERE TABLE_SCHEMA NOT IN ({not_system}) AND COLLATION_NAME IS NOT NULL"
+        f" FROM information_schema.COLUMNS WHERE TABLE_SCHEMA {content.NOT_SYSTEM} AND COLLATION_NAME IS NOT NULL"
     )
     return [f"{what} (collation {collation})" for what, collation in used if str(collation) not in have]
 
