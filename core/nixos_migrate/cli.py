@@ -68,14 +68,16 @@ class Context:
         self.traceback = traceback
 
     @contextmanager
-    def engine(self, json_output: bool = False, defer_settle: bool = False) -> Iterator[executor.Engine]:
+    def engine(
+        self, json_output: bool = False, defer_settle: bool = False, progress: bool = True
+    ) -> Iterator[executor.Engine]:
         path = manifests.manifest_path(self.manifest_option)
         manifest = manifests.load_manifest(path)
         engine = executor.Engine(
             manifest,
             registry.PluginRegistry.discover(),
             source=str(path),
-            progress=render.progress_for(json_output),
+            progress=render.progress_for(json_output or not progress),
             command=" ".join(["nixos-migrate", *sys.argv[1:]]),
         )
         engine.defer_settle = defer_settle
@@ -154,7 +156,8 @@ def cli(ctx: click.Context, manifest: Path | None, traceback: bool) -> None:
 @click.pass_obj
 def status(obj: Context, services: tuple[str, ...], json_output: bool) -> None:
     """Data version, target, pending steps, dirty state and lock holder per service."""
-    with obj.engine(json_output) as engine:
+    # nothing it does is long: no progress display to set up (rich's console for stderr)
+    with obj.engine(json_output, progress=False) as engine:
         rows = engine.status(services)
     if json_output:
         render.emit_json(rows)

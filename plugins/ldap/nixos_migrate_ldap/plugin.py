@@ -23,16 +23,27 @@ import itertools
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nixos_migrate import filebackup
 from nixos_migrate.context import Service
 from nixos_migrate.errors import MigrateError
 from nixos_migrate.fingerprint import file_digest, tree_size
 from nixos_migrate.hookspecs import hookimpl
+from nixos_migrate.lazy import lazy_module
 from nixos_migrate.model import BackupInfo, BackupRecord, Check, Direction, Step
-from nixos_migrate_ldap import checking, cnconfig, installation, ldif, reload, slapd
+from nixos_migrate_ldap import installation, ldif
 from nixos_migrate_ldap.settings import LdapSettings
+
+# what only a step or verify runs with (ldap3, slapd's command lines) is imported when it runs:
+# `status` and `plan` read the data directory with installation and ldif alone
+if TYPE_CHECKING:
+    from nixos_migrate_ldap import checking, cnconfig, reload, slapd
+else:
+    checking = lazy_module("nixos_migrate_ldap.checking")
+    cnconfig = lazy_module("nixos_migrate_ldap.cnconfig")
+    reload = lazy_module("nixos_migrate_ldap.reload")
+    slapd = lazy_module("nixos_migrate_ldap.slapd")
 
 
 @hookimpl

@@ -30,7 +30,7 @@ class LdapSettings(BaseModel):
         it (hdb/bdb data is 2.4's; later steps record the version beside the data).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     config_dir: AbsolutePath | None = None
     config_file: AbsolutePath | None = None

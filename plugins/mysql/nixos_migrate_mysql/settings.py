@@ -43,7 +43,7 @@ class MysqlSettings(BaseModel):
         /run/mysqld/mysqld.sock, NixOS's).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     data_dir: AbsolutePath
     packages: dict[str, AbsolutePath] = {}

@@ -45,7 +45,7 @@ def detect_version(service: Service) -> str | None:
 @hookimpl
 def plan(service: Service, current: str | None, target: str) -> list[Step]:
     """One hop straight to the target: pg_upgrade and a dump both go direct."""
-    from nixos_migrate_postgresql import upgrade
+    from nixos_migrate_postgresql import method as methods
 
     s: PostgresSettings = service.settings
     if not target.isdigit():
@@ -64,7 +64,7 @@ def plan(service: Service, current: str | None, target: str) -> list[Step]:
             hint=f'add settings.packages."{current}"',
         )
     direction: Direction = "up" if int(target) > int(current) else "down"
-    method = upgrade.resolve_method(service, Step(current, target, direction))
+    method = methods.resolve_method(service, Step(current, target, direction))
     what = f"pg_upgrade --{method}" if direction == "up" and method != "dump" else "dump and reload"
     return [Step(current, target, direction, what, data={"method": method})]
 

@@ -41,7 +41,7 @@ class PostgresSettings(BaseModel):
         rest (default 64 MiB; null: every table through pg_dump).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     data_dir: AbsolutePath
     old_data_dir: AbsolutePath | None = None

@@ -8,39 +8,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from nixos_migrate import filebackup
 from nixos_migrate.context import Service
 from nixos_migrate.errors import MigrateError
 from nixos_migrate.model import Check, Step
 from nixos_migrate_postgresql import commit, layout, origin, stage, state, verification
 from nixos_migrate_postgresql.cluster import (
     binary,
-    current_dir,
     prefix_of,
-    same_filesystem,
 )
 from nixos_migrate_postgresql.inspect import Inspection, initdb_argv
-
-
-def resolve_method(service: Service, step: Step) -> str:
-    s = state.settings_of(service)
-    if step.direction == "down":
-        return "dump"
-    if s.method != "auto":
-        return s.method
-    src = current_dir(s) or s.source_dir
-    where = built_in(service, step)
-    if where.is_dir() and (src / "PG_VERSION").is_file() and filebackup.reflinks_between(src / "PG_VERSION", where):
-        return "clone"  # btrfs reflinks cross subvolumes too
-    return "copy-file-range" if int(step.to_version) >= 17 and same_filesystem(src, where) else "copy"
-
-
-def built_in(service: Service, step: Step) -> Path:
-    """The directory the new cluster is built in (its staging directory's parent)."""
-    s = state.settings_of(service)
-    src = current_dir(s) or s.source_dir
-    dst = s.source_dir if src == s.data_dir and step.direction == "down" else s.data_dir
-    return layout.staging_dir(dst, src).parent
 
 
 def method_flags(method: str, new_major: int) -> list[str]:

@@ -15,7 +15,7 @@ class ScriptsSettings(BaseModel):
     environment: extra variables for every script (no secrets: point to a file instead).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     paths: list[AbsolutePath] = []
     verify: str | None = None
