@@ -154,6 +154,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", choices=("up", "down"), help="run one pair of contenders, not both")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root (servers run as an unprivileged user; the page cache is emptied)", file=sys.stderr)
@@ -168,22 +169,25 @@ def main() -> int:
         for round_no in range(args.rounds):
             got: dict[str, float] = {}
             up_pair: list[tuple[str, Callable[[Instance], None]]] = [
-                ("bare up (slow shutdown, 11.8 started, mariadb-upgrade)", bare_up),
+                (BARE_UP, bare_up),
                 ("nixos-migrate up", lambda i: nm(i, root, NEW, "up")),
             ]
-            for name, fn in up_pair if round_no % 2 == 0 else up_pair[::-1]:
+            for name, fn in (up_pair if round_no % 2 == 0 else up_pair[::-1]) if args.only != "down" else []:
                 instance = copy_of(pristine, root, "up-" + str(len(got)))
                 for kind in ("state", "backups"):
                     shutil.rmtree(root / f"{kind}-{instance.root.name}", ignore_errors=True)
                 warm(instance)
                 got[name] = timed(lambda fn=fn, instance=instance: fn(instance))  # type: ignore[misc]
+            if args.only == "up":
+                _record(got, times, ratios, round_no)
+                continue
             # the downgrades start from an upgraded copy (nixos-migrate's own, so its journal knows 11.8)
             upgraded = copy_of(pristine, root, "upgraded")
             for kind in ("state", "backups"):
                 shutil.rmtree(root / f"{kind}-upgraded", ignore_errors=True)
             nm(upgraded, root, NEW, "up")
             down_pair: list[tuple[str, Callable[[Instance], None]]] = [
-                ("bare down (mariadb-dump | mariadb into a fresh 10.11)", lambda i: bare_down(i, root)),
+                (BARE_DOWN, lambda i: bare_down(i, root)),
                 ("nixos-migrate down", lambda i: nm(i, root, NEW, "down", "db", "--to", OLD)),
             ]
             for name, fn in down_pair if round_no % 2 == 0 else down_pair[::-1]:
@@ -196,25 +200,39 @@ def main() -> int:
                         subprocess.run(["cp", "-a", str(root / f"{kind}-upgraded"), str(copy)], check=True)
                 warm(instance)
                 got[name] = timed(lambda fn=fn, instance=instance: fn(instance))  # type: ignore[misc]
-            up = got["nixos-migrate up"] / got["bare up (slow shutdown, 11.8 started, mariadb-upgrade)"]
-            down = got["nixos-migrate down"] / got["bare down (mariadb-dump | mariadb into a fresh 10.11)"]
-            ratios["up"].append(up)
-            ratios["down"].append(down)
-            for name, seconds in got.items():
-                times.setdefault(name, []).append(seconds)
-            print(f"round {round_no + 1}: " + ", ".join(f"{n} {s:.1f} s" for n, s in got.items())
-                  + f"; up {up:.2f}x, down {down:.2f}x", flush=True)  # fmt: skip
+            _record(got, times, ratios, round_no)
     print()
     print("| contender | seconds (median) | range |")
     print("|---|---:|---:|")
     for name, values in times.items():
         print(f"| {name} | {statistics.median(values):.1f} | {min(values):.1f}-{max(values):.1f} |")
     print()
-    print(f"up / bare up: median of rounds {statistics.median(ratios['up']):.2f}x (target 1.2x); rounds "
-          + ", ".join(f"{r:.2f}x" for r in ratios["up"]))  # fmt: skip
-    print(f"down / dump | load: median of rounds {statistics.median(ratios['down']):.2f}x (target 1.0x); rounds "
-          + ", ".join(f"{r:.2f}x" for r in ratios["down"]))  # fmt: skip
+    for kind, label, target in (("up", "up / bare up", "1.2x"), ("down", "down / dump | load", "1.0x")):
+        if ratios[kind]:
+            print(f"{label}: median of rounds {statistics.median(ratios[kind]):.2f}x (target {target}); rounds "
+                  + ", ".join(f"{r:.2f}x" for r in ratios[kind]))  # fmt: skip
     return 0
+
+
+BARE_UP, BARE_DOWN = (
+    "bare up (slow shutdown, 11.8 started, mariadb-upgrade)",
+    "bare down (mariadb-dump | mariadb into a fresh 10.11)",
+)
+
+
+def _record(
+    got: dict[str, float], times: dict[str, list[float]], ratios: dict[str, list[float]], round_no: int
+) -> None:
+    """Keep one round's times and its ratios (of the pairs it ran), and print them."""
+    shown = []
+    for kind, bare in (("up", BARE_UP), ("down", BARE_DOWN)):
+        if f"nixos-migrate {kind}" in got:
+            ratios[kind].append(got[f"nixos-migrate {kind}"] / got[bare])
+            shown.append(f"{kind} {ratios[kind][-1]:.2f}x")
+    for name, seconds in got.items():
+        times.setdefault(name, []).append(seconds)
+    print(f"round {round_no + 1}: " + ", ".join(f"{n} {s:.1f} s" for n, s in got.items()) + "; " + ", ".join(shown),
+          flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from nixos_migrate.context import Service
 from nixos_migrate.errors import MigrateError, UsageError
+from nixos_migrate.model import Step
 from nixos_migrate_mysql import versions
 from nixos_migrate_mysql.settings import MysqlSettings
 
@@ -42,6 +43,13 @@ def settings_of(service: Service) -> MysqlSettings:
     if not isinstance(settings, MysqlSettings):
         raise MigrateError("the mysql plugin got settings it did not validate")
     return settings
+
+
+def sampled(settings: MysqlSettings, step: Step | None) -> bool:
+    """Whether the fingerprint across `step` and the checks after it read a sample of the big
+    tables (settings.verify_depth): only an in-place upgrade may, as it rewrites no row."""
+    in_place = step is not None and step.direction == "up" and step.data.get("method") != "logical"
+    return in_place and settings.verify_depth != "full"
 
 
 def prefix(settings: MysqlSettings, version: str) -> Path:

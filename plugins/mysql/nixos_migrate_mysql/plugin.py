@@ -191,7 +191,7 @@ def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
         server.running(service, version, s.data_dir, slow_shutdown=True) as source,
         service.progress.task(f"fingerprint of {versions.label(version)}'s data"),
     ):
-        expected = content.fingerprint(source, service.run.identity.name, s.jobs)
+        expected = content.fingerprint(source, service.run.identity.name, s.jobs, installation.sampled(s, step))
     (dest / EXPECTED).write_text(json.dumps(expected))
     (service.state_dir / EXPECTED).write_text(json.dumps(expected))
     detail = {**info.detail, "version": version, "objects": len(expected), "digest": content.digest(expected)}
@@ -280,8 +280,10 @@ def verify(service: Service) -> list[Check]:
             checks.append(Check("server starts", True, f"{versions.label(version)} on {s.data_dir}"))
             checks += content.system_tables(running)
             databases = content.user_databases(running)
-            checks.append(content.check_tables(running, databases))
-            found = content.fingerprint(running, service.run.identity.name, s.jobs)
+            # compared with the fingerprint before the step, read as deep as that one was
+            sample = installation.sampled(s, service.step)
+            checks.append(content.check_tables(running, databases, sample))
+            found = content.fingerprint(running, service.run.identity.name, s.jobs, sample)
     except Exception as exc:  # a refused login or a lost connection is the finding, named
         message = exc.message if isinstance(exc, MigrateError) else f"{type(exc).__name__}: {exc}"
         return [*checks, Check("server starts and answers", False, message)]

@@ -11,6 +11,7 @@ from nixos_migrate.manifest import AbsolutePath
 from nixos_migrate_mysql import versions
 
 Method = Literal["inplace", "logical"]
+Depth = Literal["auto", "full", "sample"]
 
 
 class MysqlSettings(BaseModel):
@@ -39,6 +40,12 @@ class MysqlSettings(BaseModel):
         log header (MySQL 8's data), the first time nixos-migrate sees it.
     jobs: connections that hash rows in parallel for the fingerprint (big tables with an integer
         primary key split into key ranges).
+    verify_depth: how much of the rows the fingerprint before a step and the checks after it
+        read: full (every row hashed, CHECK TABLE of every table), sample (tables of 64 MiB and
+        more with an integer primary key: the rows of a repeatable eighth of their key range,
+        hashed, and no CHECK TABLE of them; smaller tables in full), or auto (sample for the
+        in-place upgrade, which opens the same files and rewrites no row; full for logical
+        steps, which load every row anew).
     service_socket: the socket of the service's own server, to tell that it runs (default
         /run/mysqld/mysqld.sock, NixOS's).
     """
@@ -56,6 +63,7 @@ class MysqlSettings(BaseModel):
     initial_version: str | None = None
     service_socket: AbsolutePath = Path("/run/mysqld/mysqld.sock")
     jobs: int = Field(default=2, ge=1, le=64)
+    verify_depth: Depth = "auto"
 
     @field_validator("packages")
     @classmethod

@@ -41,7 +41,7 @@ def test_up_through_every_series_then_down_again_keeps_every_object(tmp_path):
     assert verify.code == 0, verify.output
 
 
-def test_the_fingerprint_is_the_same_hashed_in_key_ranges_on_several_connections(tmp_path, monkeypatch):
+def test_the_fingerprint_is_the_same_hashed_in_key_ranges_and_a_sample_reads_its_eighth(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
     from nixos_migrate_mysql import content
@@ -56,9 +56,25 @@ def test_the_fingerprint_is_the_same_hashed_in_key_ranges_on_several_connections
         whole = content.fingerprint(server, instance.user.pw_name, jobs=1)
         monkeypatch.setattr(content, "SPLIT_ABOVE", 0)  # every table with an integer key in ranges
         split = content.fingerprint(server, instance.user.pw_name, jobs=3)
+        sample = content.fingerprint(server, instance.user.pw_name, jobs=2, sample=True)
+        again = content.fingerprint(server, instance.user.pw_name, jobs=1, sample=True)
+        # the lowest id is in the first key range, which a sample always reads; the middle of the
+        # second of the 64 ranges is in none that it reads
+        low, high = server.query("SELECT MIN(id), MAX(id) FROM shop.orders")[0]
+        unread = low + (high - low) // 64 * 3 // 2
+        server.query(f"UPDATE shop.orders SET total = total + 1 WHERE id = {unread}")
+        beside = content.fingerprint(server, instance.user.pw_name, jobs=2, sample=True)
+        server.query(f"UPDATE shop.orders SET total = total + 1 WHERE id = {low}")
+        changed = content.fingerprint(server, instance.user.pw_name, jobs=2, sample=True)
         server.close()
     assert split == whole
     assert "20000 rows" in whole["table shop.orders"]
+    assert sample == again and sample != whole
+    assert f"keys {low}..{high}, 1/{content.SAMPLE_EVERY} of them read" in sample["table shop.orders"]
+    assert int(sample["table shop.orders"].split(": ")[1].split(" rows")[0]) < 20000 // 4
+    # a change outside the sample is not seen (the trade of verify_depth = sample), one inside is
+    assert beside["table shop.orders"] == sample["table shop.orders"]
+    assert changed["table shop.orders"] != sample["table shop.orders"]
 
 
 def test_the_services_option_file_is_read_first_and_the_plugins_options_win(tmp_path):
