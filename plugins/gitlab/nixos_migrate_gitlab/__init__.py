@@ -1,0 +1,1 @@
+"""nixos-migrate plugin: GitLab through its required upgrade stops."""
