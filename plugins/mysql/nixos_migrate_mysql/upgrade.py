@@ -43,9 +43,7 @@ def in_place(service: Service, step: Step, expected: dict[str, str]) -> None:
         running(service, target, s.data_dir, name="upgraded") as server,
         service.progress.task(f"checks of the data on {versions.label(target)}"),
     ):
-        checks = content.after_step(
-            server, expected, service.run.identity.name, s.jobs, installation.sampled(s, step)
-        )
+        checks = content.after_step(server, expected, service.run.identity.name, s.jobs, installation.sampled(s, step))
     problems = [f"{c.name}: {c.detail}" for c in checks if not c.ok]
     release = installation.upgrade_info(s.data_dir)
     if versions.is_mariadb(target) and (release is None or versions.series_of(release) != target):
