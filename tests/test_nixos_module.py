@@ -350,6 +350,20 @@ MYSQL_DEFAULTS = f"""(import {REPO}/plugins/mysql/nixos-defaults.nix {{
 }})"""
 
 
+def declared_service(config: str, name: str, unit: str, user: str) -> dict[str, Any]:
+    """Service `name` of the manifest `config` makes, checked for the unit and user its
+    plugin's defaults give, ordered before that unit, and valid for the plugin's settings model."""
+    manifest = nix_eval(f"lib.manifest {config}")
+    svc: dict[str, Any] = manifest["services"][name]
+    assert (svc["unit"], svc["user"]) == (unit, user)
+    units = _units(config, exe="/bin/nm")
+    assert units[name]["before"] == [unit] and units[name]["requiredBy"] == [unit]
+    parsed = parse_manifest(json.dumps(manifest), f"{name}.json", "json")
+    model = PluginRegistry.discover().hooks(str(svc.get("plugin") or name)).call("settings_model")
+    model.model_validate(parsed.services[name].settings)
+    return svc
+
+
 @pytest.mark.parametrize(
     "service",
     [
@@ -359,21 +373,36 @@ MYSQL_DEFAULTS = f"""(import {REPO}/plugins/mysql/nixos-defaults.nix {{
 )
 def test_a_mysql_service_gets_its_settings_and_ordering_from_services_mysql(service):
     config = f"{{ defaults.mysql = {MYSQL_DEFAULTS}; services.mysql = {service}; }}"
-    manifest = nix_eval(f"lib.manifest {config}")
-    svc = manifest["services"]["mysql"]
-    assert (svc["unit"], svc["user"]) == ("mysql.service", "mysql")
+    svc = declared_service(config, "mysql", "mysql.service", "mysql")
     assert svc["settings"] == {
         "data_dir": "/var/lib/mysql",
         "config_file": "/etc/my.cnf",
         "packages": {"10.11": "/nix/store/f-mariadb-server-10.11.18", "11.8": "/nix/store/g-mariadb-server-11.8.9"},
     }
-    unit = nix_eval(f'lib.units {{ cfg = {config}; exe = "/bin/nm"; manifestFile = "/etc/m.json"; }}')["mysql"]
-    assert unit["before"] == ["mysql.service"] and unit["requiredBy"] == ["mysql.service"]
-    parsed = parse_manifest(json.dumps(manifest), "mysql.json", "json")
-    model = PluginRegistry.discover().hooks("mysql").call("settings_model")
-    model.model_validate(parsed.services["mysql"].settings)
     assert "lacks the current series 11.4" in nix_error(
         f'import {REPO}/plugins/mysql/nixos-defaults.nix {{ current = "11.4"; packages = {{ "11.8" = "/p"; }}; }}'
+    )
+
+
+GITLAB_DEFAULTS = f"""(import {REPO}/plugins/gitlab/nixos-defaults.nix {{
+  current = "17.8"; statePath = "/var/gitlab/state"; databaseHost = ""; databasePasswordFile = "/run/keys/db";
+  backupSkip = [ "registry" ]; psql = "/nix/store/p-postgresql-16/bin/psql";
+  packages = {{ "17.5" = "/nix/store/a-gitlab-17.5"; "17.8" = "/nix/store/b-gitlab-17.8"; }};
+}})"""
+
+
+def test_a_gitlab_service_gets_its_settings_and_ordering_from_services_gitlab():
+    config = f'{{ defaults.gitlab = {GITLAB_DEFAULTS}; services.gitlab = {{ target = "17.8"; after = [ ]; }}; }}'
+    svc = declared_service(config, "gitlab", "gitlab-db-config.service", "gitlab")
+    assert svc["settings"] == {
+        "state_dir": "/var/gitlab/state",
+        "database": {"host": "/run/postgresql", "dbname": "gitlab", "user": "gitlab", "password_file": "/run/keys/db"},
+        "backup_skip": ["registry"],
+        "psql": "/nix/store/p-postgresql-16/bin/psql",
+        "packages": {"17.5": "/nix/store/a-gitlab-17.5", "17.8": "/nix/store/b-gitlab-17.8"},
+    }
+    assert "lacks the current version 18.2" in nix_error(
+        f'import {REPO}/plugins/gitlab/nixos-defaults.nix {{ current = "18.2"; packages = {{ "17.8" = "/p"; }}; }}'
     )
 
 
@@ -384,7 +413,7 @@ def test_the_module_imports_every_plugins_fragment():
     assert "services.postgresql" not in module and "services.openldap" not in module
     assert "imports = fragments;" in module and "fragments = pure.fragments ../plugins;" in module
     found = nix_eval(f"map toString (lib.fragments {REPO}/plugins)")
-    assert sorted(Path(f).parent.name for f in found) == ["ldap", "mysql", "postgresql"]
+    assert sorted(Path(f).parent.name for f in found) == ["gitlab", "ldap", "mysql", "postgresql"]
 
 
 def test_null_option_values_are_left_out_as_the_module_passes_them():
@@ -411,5 +440,5 @@ def test_the_convenience_options_every_plugin_shares():
     assert (options["autoApply"]["type"], options["autoApply"]["default"]) == ("bool", False)
     assert options["previousPackages"]["type"] == "list of package" and options["accept"]["default"] == []
     assert "postgresql.service" in options["autoApply"]["description"]
-    for fragment in ("postgresql", "ldap", "mysql"):
+    for fragment in ("postgresql", "ldap", "mysql", "gitlab"):
         assert "import ../../nixos/convenience.nix lib" in (REPO / "plugins" / fragment / "nixos.nix").read_text()
