@@ -185,12 +185,14 @@ class Gitlab:
 
     root: Path
     user: pwd.struct_passwd
+    pg_major: str = PG_MAJOR
+    versions: tuple[str, ...] = VERSIONS
     port: int = field(default_factory=provision.free_port)
     server: provision.Server | None = None
 
     @property
     def pg(self) -> Path:
-        return postgresql(PG_MAJOR)
+        return postgresql(self.pg_major)
 
     @property
     def sock(self) -> Path:
@@ -220,13 +222,13 @@ class Gitlab:
         data.mkdir()
         for path in (short, data):
             os.chown(path, self.user.pw_uid, self.user.pw_gid)
-        provision.run_as(self.user, scratch.initdb_argv(self.pg, data, PG_MAJOR))
+        provision.run_as(self.user, scratch.initdb_argv(self.pg, data, self.pg_major))
         self.server = scratch.server(self.pg, data, short, self.port, self.user, log=self.root / "pg.log")
         self.server.start(lambda: scratch.accepts(self.pg, short, self.port))
         self.psql(f"CREATE ROLE gitlab LOGIN; CREATE DATABASE {DBNAME} OWNER gitlab", db="postgres", user="postgres")
         self._state_dir()
         previous = None
-        for version in VERSIONS:
+        for version in self.versions:
             self._package(version, previous)
             previous = version
         provision.chown_tree(self.root / "packages", self.user)
@@ -379,19 +381,21 @@ class Gitlab:
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def make_gitlab(root: Path, version: str, rows: int = 20_000) -> Gitlab:
+def make_gitlab(
+    root: Path, version: str, rows: int = 20_000, pg_major: str = PG_MAJOR, versions: tuple[str, ...] = VERSIONS
+) -> Gitlab:
     """GitLab's data as a real instance that ran every packaged version up to `version` has it."""
-    gitlab = Gitlab(root / "gitlab", provision.server_user()).create()
-    for index, step in enumerate(VERSIONS[: VERSIONS.index(version) + 1]):
+    gitlab = Gitlab(root / "gitlab", provision.server_user(), pg_major, versions).create()
+    for index, step in enumerate(versions[: versions.index(version) + 1]):
         gitlab.run_version(step, corpus_sql(rows) if index == 0 else None)
     return gitlab
 
 
-def settings(gitlab: Gitlab, versions: tuple[str, ...] = VERSIONS, **extra: Any) -> dict[str, Any]:
+def settings(gitlab: Gitlab, versions: tuple[str, ...] | None = None, **extra: Any) -> dict[str, Any]:
     return {
         "state_dir": str(gitlab.state_dir),
         "database": {"host": str(gitlab.sock), "port": gitlab.port, "dbname": DBNAME, "user": "gitlab"},
-        "packages": {v: str(gitlab.package(v)) for v in versions},
+        "packages": {v: str(gitlab.package(v)) for v in versions or gitlab.versions},
         "psql": str(gitlab.pg / "bin" / "psql"),
         **extra,
     }

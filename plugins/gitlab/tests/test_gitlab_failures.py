@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from gitlab_env import Rig, make_gitlab, settings
+from gitlab_env import VERSIONS, Rig, make_gitlab, settings
 
 
 @pytest.fixture
@@ -110,3 +110,28 @@ def test_gitlab_migrates_after_its_postgresql(tmp_path, at_17_3):
     assert result.code == 0, result.output
     assert [p["service"] for p in result.json] == ["postgresql", "gitlab"]
     assert settings(gitlab)["packages"]["17.5"]
+
+
+def test_a_postgresql_too_old_for_the_target_refuses_the_hop_and_says_to_migrate_it_first(tmp_path):
+    gitlab = make_gitlab(tmp_path, "17.11", rows=1_000, pg_major="14", versions=(*VERSIONS, "17.11", "18.2"))
+    try:
+        before = gitlab.content()
+        result = Rig(tmp_path, gitlab).cli("18.2", "up")
+        assert result.code == 3, result.output
+        assert "GitLab 18.2 needs PostgreSQL 16 or newer, the database runs 14" in result.stderr
+        assert "migrate the postgresql service first" in result.stderr
+        assert gitlab.content() == before
+    finally:
+        gitlab.stop()
+
+
+def test_a_package_without_gitlab_rake_and_an_unknown_version_are_named(tmp_path, at_17_3):
+    gitlab = at_17_3
+    (gitlab.package("17.5") / "bin" / "gitlab-rake").unlink()
+    before = gitlab.content()
+    rig = Rig(tmp_path, gitlab)
+    missing = rig.cli("17.5", "up")
+    assert missing.code == 3 and f"missing {gitlab.package('17.5')}/bin/gitlab-rake" in missing.stderr, missing.output
+    unknown = rig.cli("seventeen", "up")
+    assert unknown.code == 2 and "'seventeen' is not a GitLab version" in unknown.stderr, unknown.output
+    assert gitlab.content() == before
