@@ -10,8 +10,7 @@ import datetime
 import json
 import os
 import re
-import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -181,9 +180,16 @@ def format_validation_error(source: str, exc: ValidationError, prefix: str = "")
 
 def parse_manifest(text: str, source: str, fmt: str) -> Manifest:
     """Parse manifest text in `fmt` ("json" or "toml"); `source` names it in errors."""
+    # the NixOS module writes JSON: TOML's parser is imported for hand-written manifests only
+    parse: Callable[[str], object] = json.loads
+    error: type[ValueError] = json.JSONDecodeError
+    if fmt != "json":
+        import tomllib
+
+        parse, error = tomllib.loads, tomllib.TOMLDecodeError
     try:
-        raw: object = json.loads(text) if fmt == "json" else tomllib.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raw: object = parse(text)
+    except error as exc:
         raise ManifestError(f"{source}: not valid {fmt.upper()}: {exc}") from None
     except RecursionError:
         raise ManifestError(f"{source}: nested too deeply") from None

@@ -19,14 +19,17 @@ from nixos_migrate.errors import MigrateError, UsageError
 from nixos_migrate.hookspecs import hookimpl
 from nixos_migrate.lazy import lazy_module
 from nixos_migrate.model import BackupInfo, BackupRecord, Check, Step
-from nixos_migrate_gitlab import database, tools, versions
+from nixos_migrate_gitlab import versions
 from nixos_migrate_gitlab.settings import GitlabSettings
 
+# every command loads every installed plugin: what only a GitLab service uses loads when it runs
 if TYPE_CHECKING:
-    from nixos_migrate_gitlab import background, backups
+    from nixos_migrate_gitlab import background, backups, database, tools
 else:
     background = lazy_module("nixos_migrate_gitlab.background")
     backups = lazy_module("nixos_migrate_gitlab.backups")
+    database = lazy_module("nixos_migrate_gitlab.database")
+    tools = lazy_module("nixos_migrate_gitlab.tools")
 
 VERSION_FILE = "VERSION"
 

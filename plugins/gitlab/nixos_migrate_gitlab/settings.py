@@ -21,7 +21,7 @@ class Database(BaseModel):
     service's user, so that the peer authentication of a local socket lets them in as it lets
     GitLab in."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     host: str = "/run/postgresql"
     port: int = Field(default=5432, ge=1, le=65535)
@@ -59,7 +59,7 @@ class GitlabSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     state_dir: AbsolutePath
-    database: Database = Database()
+    database: Database = Field(default_factory=Database)
     packages: dict[str, AbsolutePath] = {}
     psql: AbsolutePath | None = None
     backup_path: AbsolutePath | None = None

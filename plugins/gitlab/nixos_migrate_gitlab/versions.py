@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from nixos_migrate.errors import UsageError
@@ -78,6 +77,8 @@ def parse_stops(text: str, source: str) -> list[Stop]:
 
 @functools.cache
 def bundled_stops() -> list[Stop]:
+    from importlib import resources
+
     text = resources.files("nixos_migrate_gitlab").joinpath("upgrade_path.yml").read_text()
     return parse_stops(text, "the plugin's upgrade_path.yml")
 
