@@ -10,7 +10,7 @@ import datetime
 import json
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -49,6 +49,16 @@ def _absolute(path: Path) -> Path:
     if not path.is_absolute():
         raise ValueError(f"{str(path)!r} is not an absolute path")
     return path
+
+
+def checked_versions(versions: Iterable[str], parse: Callable[[str], object], what: str = "package key") -> None:
+    """For plugin settings validators: every one of `versions` is one `parse` (the plugin's
+    version parser) accepts, else a ValueError naming it with the parser's reason."""
+    for version in versions:
+        try:
+            parse(version)
+        except Exception as exc:
+            raise ValueError(f"{what} {version!r}: {exc}") from None
 
 
 Version = Annotated[str, AfterValidator(_nonblank)]

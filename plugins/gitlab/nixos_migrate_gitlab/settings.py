@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from nixos_migrate.manifest import AbsolutePath
+from nixos_migrate.manifest import AbsolutePath, checked_versions
 from nixos_migrate_gitlab import versions
 
 #: what `gitlab-backup create` may leave out (its SKIP variable)
@@ -71,21 +71,13 @@ class GitlabSettings(BaseModel):
     @field_validator("packages")
     @classmethod
     def _versions(cls, packages: dict[str, Path]) -> dict[str, Path]:
-        for version in packages:
-            try:
-                versions.key(version)
-            except Exception as exc:
-                raise ValueError(f"package key {version!r}: {exc}") from None
+        checked_versions(packages, versions.key)
         return packages
 
     @field_validator("initial_version")
     @classmethod
     def _initial(cls, version: str | None) -> str | None:
-        if version is not None:
-            try:
-                versions.key(version)
-            except Exception as exc:
-                raise ValueError(str(exc)) from None
+        checked_versions([version] if version else [], versions.key, "initial_version")
         return version
 
     @field_validator("backup_skip")
