@@ -237,7 +237,8 @@ def debian_prefix(
 ) -> Path:
     """An install prefix made of Debian `packages` of `suite`.
 
-    `programs` maps a path in the prefix (`sbin/slapd`) to the program in the packages
+    `packages` may name one of another suite as `name@suite` (a backport's libraries come from
+    its base release). `programs` maps a path in the prefix (`sbin/slapd`) to the program in the packages
     (`usr/sbin/slapd`, taken from the first package that has it); each becomes a wrapper that runs
     it with the unpacked libraries through a dynamic loader (for trixie, whose glibc is newer than
     this machine's, trixie's own, from libc6). A program that is a script (`#!`) is linked, not wrapped:
@@ -248,7 +249,8 @@ def debian_prefix(
     with cache_lock(f"prefix-{name}"):
         if is_complete(marker):
             return dest
-        roots = [debian_package(p, suite) for p in packages]
+        # `name@suite` takes a package from another suite (a backport's libraries from its base)
+        roots = [debian_package(*(p.split("@", 1) if "@" in p else (p, suite))) for p in packages]
 
         def inside(path: str) -> Path:
             found = next((r / path for r in roots if (r / path).exists()), None)

@@ -1,0 +1,254 @@
+"""The content of a dataset as a fingerprint every version computes alike, and its comparison.
+
+Every key is read by SCAN; per key the server computes a digest of its value, so that values do
+not cross the socket: `DEBUG DIGEST-VALUE` for strings, lists, sets and hashes (built for
+comparing replicas, independent of the encoding, the same from 6.0 to 8.x and in Valkey), and a
+Lua script with `redis.sha1hex` for sorted sets (7.2 changed how DEBUG digests their scores) and
+streams (entries, last id, consumer groups, their consumers and pending entries; idle times
+excluded, they change by themselves). The expiry of a key is its absolute time in milliseconds:
+PEXPIRETIME from 7.0; before it, PTTL read between two readings of the server's clock that fall
+in the same millisecond, which makes it exact too.
+
+Per database the fingerprint holds the count and an order-independent digest (a sum of
+per-key hashes) of the keys without expiry, and the keys with one grouped by the minute they
+expire in: after a step, the minutes still ahead must match exactly; the minutes already
+passed may have lost keys to their expiry, which is no loss of the migration's making.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from nixos_migrate.model import Check
+from nixos_migrate.progress import Progress
+from nixos_migrate_redis import versions
+from nixos_migrate_redis.server import Server
+
+MINUTE = 60_000
+_MOD = 1 << 128
+
+# per key: type and absolute expiry in ms (-1: none); ARGV[1] = "1" when PEXPIRETIME exists
+META = """
+local out = {}
+for i, k in ipairs(KEYS) do
+  local t = redis.call('TYPE', k)['ok']
+  local e = -1
+  if ARGV[1] == '1' then
+    e = redis.call('PEXPIRETIME', k)
+  else
+    for _ = 1, 20 do
+      local a = redis.call('TIME')
+      local p = redis.call('PTTL', k)
+      local b = redis.call('TIME')
+      if p < 0 then e = p break end
+      local ma = a[1] * 1000 + math.floor(a[2] / 1000)
+      if ma == b[1] * 1000 + math.floor(b[2] / 1000) then e = ma + p break end
+    end
+  end
+  out[#out + 1] = t
+  out[#out + 1] = e
+end
+return out
+"""
+
+# a digest of each sorted set: members in rank order with scores written one way
+ZSET = """
+local out = {}
+for i, k in ipairs(KEYS) do
+  local parts = {}
+  local n = redis.call('ZCARD', k)
+  for start = 0, n - 1, 1000 do
+    local r = redis.call('ZRANGE', k, start, start + 999, 'WITHSCORES')
+    for j = 1, #r, 2 do
+      parts[#parts + 1] = #r[j] .. ':' .. r[j] .. '=' .. string.format('%.17g', tonumber(r[j + 1]))
+    end
+  end
+  out[#out + 1] = redis.sha1hex(table.concat(parts, ','))
+end
+return out
+"""
+
+# a digest of each stream: entries, last id, groups with their last delivered id, consumers and
+# pending entries (id, consumer, deliveries)
+STREAM = """
+local function field(list, name)
+  for j = 1, #list, 2 do if list[j] == name then return list[j + 1] end end
+  return nil
+end
+local function flat(parts, value)
+  if type(value) == 'table' then
+    parts[#parts + 1] = '[' .. #value
+    for _, v in ipairs(value) do flat(parts, v) end
+  else
+    local s = tostring(value)
+    parts[#parts + 1] = #s .. ':' .. s
+  end
+end
+local out = {}
+for i, k in ipairs(KEYS) do
+  local parts = {}
+  local info = redis.call('XINFO', 'STREAM', k)
+  flat(parts, field(info, 'last-generated-id'))
+  local from = '-'
+  while true do
+    local r = redis.call('XRANGE', k, from, '+', 'COUNT', 1000)
+    local first = 1
+    if from ~= '-' and #r > 0 and r[1][1] == from then first = 2 end
+    for j = first, #r do flat(parts, r[j]) end
+    if #r < 1000 then break end
+    from = r[#r][1]
+  end
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', k)) do
+    local name = field(g, 'name')
+    flat(parts, {'group', name, field(g, 'last-delivered-id')})
+    local consumers = {}
+    for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', k, name)) do consumers[#consumers + 1] = field(c, 'name') end
+    table.sort(consumers)
+    flat(parts, consumers)
+    local start = '-'
+    while true do
+      local p = redis.call('XPENDING', k, name, start, '+', 1000)
+      local first = 1
+      if start ~= '-' and #p > 0 and p[1][1] == start then first = 2 end
+      for j = first, #p do flat(parts, {p[j][1], p[j][2], p[j][4]}) end
+      if #p < 1000 then break end
+      start = p[#p][1]
+    end
+  end
+  out[#out + 1] = redis.sha1hex(table.concat(parts, ','))
+end
+return out
+"""
+
+DEBUG_DIGESTED = frozenset({"string", "list", "set", "hash"})
+
+
+@dataclass
+class Key:
+    name: bytes
+    type: str
+    expire: int  # absolute ms, -1 none
+
+
+def scan(server: Server, db: int, batch: int) -> Iterator[list[Key]]:
+    """Every key of `db` in batches, with type and absolute expiry."""
+    client = server.client(db)
+    meta = client.register_script(META)
+    cursor = 0
+    while True:
+        cursor, names = client.scan(cursor, count=batch)
+        if names:
+            found = meta(keys=names, args=["1" if server.modern else "0"])
+            keys = [Key(bytes(n), found[2 * i].decode(), int(found[2 * i + 1])) for i, n in enumerate(names)]
+            # a key gone between SCAN and the script has type "none": it expired or was deleted
+            yield [k for k in keys if k.type != "none"]
+        if cursor == 0:
+            return
+
+
+def value_digests(server: Server, db: int, keys: list[Key]) -> list[bytes]:
+    """The server's digest of each key's value, in order."""
+    client = server.client(db)
+    digests: dict[bytes, bytes] = {}
+    plain = [k.name for k in keys if k.type in DEBUG_DIGESTED]
+    if plain:
+        digests.update(zip(plain, client.execute_command("DEBUG", "DIGEST-VALUE", *plain), strict=True))
+    for kind, script in (("zset", ZSET), ("stream", STREAM)):
+        names = [k.name for k in keys if k.type == kind]
+        if names:
+            digests.update(zip(names, client.register_script(script)(keys=names), strict=True))
+    return [digests.get(k.name, k.type.encode()) for k in keys]
+
+
+def _hash(*parts: bytes) -> int:
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    return int.from_bytes(h.digest(), "little")
+
+
+class _Sum:
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0
+
+    def add(self, value: int) -> None:
+        self.count += 1
+        self.total = (self.total + value) % _MOD
+
+    def pair(self) -> list[Any]:
+        return [self.count, f"{self.total:032x}"]
+
+
+def fingerprint(server: Server, batch: int, progress: Progress, what: str) -> dict[str, Any]:
+    """{"dbs": {db: {"keys": n, "persistent": [count, digest], "expiring": {minute: [count,
+    digest]}}}, "types": {type: count}, "other_types": {type: [first keys]}}."""
+    dbs: dict[str, Any] = {}
+    types: dict[str, int] = {}
+    other: dict[str, list[str]] = {}
+    databases = server.databases()
+    with progress.task(what, total=sum(databases.values())) as task:
+        for db in sorted(databases):
+            persistent = _Sum()
+            expiring: dict[int, _Sum] = {}
+            for keys in scan(server, db, batch):
+                for key, digest in zip(keys, value_digests(server, db, keys), strict=True):
+                    types[key.type] = types.get(key.type, 0) + 1
+                    if key.type not in versions.CORE_TYPES:
+                        names = other.setdefault(key.type, [])
+                        if len(names) < 10:
+                            names.append(key.name.decode(errors="backslashreplace"))
+                    if key.expire < 0:
+                        persistent.add(_hash(key.name, key.type.encode(), digest))
+                    else:
+                        bucket = expiring.setdefault(key.expire // MINUTE, _Sum())
+                        bucket.add(_hash(key.name, key.type.encode(), digest, str(key.expire).encode()))
+                task.advance(len(keys))
+            dbs[str(db)] = {
+                "keys": persistent.count + sum(b.count for b in expiring.values()),
+                "persistent": persistent.pair(),
+                "expiring": {str(m): b.pair() for m, b in sorted(expiring.items())},
+            }
+    return {"dbs": dbs, "types": types, "other_types": other, "taken": int(time.time() * 1000)}
+
+
+def summary(found: dict[str, Any]) -> str:
+    dbs = found["dbs"]
+    keys = sum(d["keys"] for d in dbs.values())
+    types = ", ".join(f"{n} {t}" for t, n in sorted(found["types"].items()))
+    return f"{keys} keys in {len(dbs)} databases ({types or 'none'})"
+
+
+def compare(expected: dict[str, Any], found: dict[str, Any], since: int) -> Check:
+    """`found` (read from `since`, ms) against `expected`: every database's keys without expiry
+    equal; keys expiring after `since` equal minute by minute; keys that expired in between may
+    be gone, and are counted."""
+    problems = []
+    expired = 0
+    for db in sorted(set(expected["dbs"]) | set(found["dbs"]), key=int):
+        want = expected["dbs"].get(db, {"keys": 0, "persistent": [0, "0" * 32], "expiring": {}})
+        have = found["dbs"].get(db, {"keys": 0, "persistent": [0, "0" * 32], "expiring": {}})
+        if want["persistent"] != have["persistent"]:
+            problems.append(
+                f"db{db}: keys without expiry differ ({want['persistent'][0]} before, {have['persistent'][0]} now)"
+            )
+        ahead_differs = []
+        for minute in sorted(set(want["expiring"]) | set(have["expiring"]), key=int):
+            w, h = want["expiring"].get(minute, [0, ""]), have["expiring"].get(minute, [0, ""])
+            if int(minute) * MINUTE <= since:
+                if h[0] > w[0]:
+                    ahead_differs.append(minute)
+                expired += w[0] - h[0]
+            elif w != h:
+                ahead_differs.append(minute)
+        if ahead_differs:
+            problems.append(f"db{db}: keys with an expiry differ (expiring in {len(ahead_differs)} minutes)")
+    if problems:
+        return Check("content equals the fingerprint", False, "; ".join(problems))
+    gone = f"; {expired} keys expired meanwhile" if expired else ""
+    return Check("content equals the fingerprint", True, summary(found) + gone)

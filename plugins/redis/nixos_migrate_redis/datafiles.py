@@ -1,0 +1,165 @@
+"""What a Redis/Valkey data directory holds, read offline.
+
+The data is the RDB snapshot (`dbfilename`, dump.rdb) and, with append-only on, the AOF: a
+single `appendonly.aof` before 7.0 (possibly beginning with an RDB preamble), the
+`appendonlydir/` with a manifest naming a base file (RDB or AOF) and increments from 7.0 on. An
+RDB file starts with `REDIS` and four digits (its format version), then auxiliary fields, the
+first of which names the release that wrote it (`redis-ver` or `valkey-ver`).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nixos_migrate.errors import MigrateError
+
+_AUX = 0xFA
+#: files that say a directory belongs to another service
+_FOREIGN = {
+    "PG_VERSION": "PostgreSQL data",
+    "ibdata1": "MySQL/MariaDB data",
+    "mysql": "MySQL/MariaDB data",
+    "data.mdb": "LMDB (OpenLDAP) data",
+    "WiredTiger": "MongoDB data",
+    "cn=config": "OpenLDAP configuration",
+}
+
+
+@dataclass(frozen=True)
+class RdbHeader:
+    path: Path
+    rdb_version: int
+    #: aux fields before the first key: redis-ver / valkey-ver, redis-bits, ctime, ...
+    aux: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def writer(self) -> tuple[str, str] | None:
+        """(flavour, release) of the server that wrote the file, when it says."""
+        if "valkey-ver" in self.aux:
+            return "valkey", self.aux["valkey-ver"]
+        if "redis-ver" in self.aux:
+            return "redis", self.aux["redis-ver"]
+        return None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The data files of a directory."""
+
+    rdb: Path | None
+    #: the appendonlydir's manifest (7.0+)
+    manifest: Path | None
+    #: a single append-only file (before 7.0)
+    legacy_aof: Path | None
+    #: every RDB-formatted file: the snapshot, the AOF's base or preamble
+    headers: tuple[RdbHeader, ...]
+
+    @property
+    def empty(self) -> bool:
+        return self.rdb is None and self.manifest is None and self.legacy_aof is None
+
+    @property
+    def aof(self) -> str | None:
+        if self.manifest is not None:
+            return "multi-part (appendonlydir, 7.0+)"
+        if self.legacy_aof is not None:
+            return "single file (before 7.0)"
+        return None
+
+    @property
+    def newest(self) -> RdbHeader | None:
+        return max(self.headers, key=lambda h: h.rdb_version, default=None)
+
+
+def _length(data: bytes, pos: int) -> tuple[int, int, bool]:
+    """(length or integer, next position, whether it is an encoded integer)."""
+    first = data[pos]
+    kind = first >> 6
+    if kind == 0:
+        return first & 0x3F, pos + 1, False
+    if kind == 1:
+        return ((first & 0x3F) << 8) | data[pos + 1], pos + 2, False
+    if first == 0x80:
+        return struct.unpack(">I", data[pos + 1 : pos + 5])[0], pos + 5, False
+    if first == 0x81:
+        return struct.unpack(">Q", data[pos + 1 : pos + 9])[0], pos + 9, False
+    return first & 0x3F, pos + 1, True
+
+
+def _string(data: bytes, pos: int) -> tuple[str, int]:
+    value, pos, encoded = _length(data, pos)
+    if not encoded:
+        return data[pos : pos + value].decode(errors="replace"), pos + value
+    width = {0: 1, 1: 2, 2: 4}.get(value)
+    if width is None:  # an LZF-compressed string: aux values are never long enough for that
+        raise ValueError("compressed aux field")
+    number = int.from_bytes(data[pos : pos + width], "little", signed=True)
+    return str(number), pos + width
+
+
+def read_header(path: Path) -> RdbHeader | None:
+    """The header of an RDB-formatted file, None when the file is not one (a plain AOF)."""
+    with open(path, "rb") as handle:
+        data = handle.read(4096)
+    if len(data) < 9 or not data.startswith(b"REDIS") or not data[5:9].isdigit():
+        return None
+    aux: dict[str, str] = {}
+    pos = 9
+    try:
+        while pos < len(data) and data[pos] == _AUX:
+            name, pos = _string(data, pos + 1)
+            value, pos = _string(data, pos)
+            aux[name] = value
+    except (IndexError, ValueError, struct.error):
+        pass  # a header cut short by the 4 KiB read: what came before is enough
+    return RdbHeader(path, int(data[5:9]), aux)
+
+
+def manifest_files(manifest: Path) -> list[tuple[str, str]]:
+    """(file name, type b/h/i) of an AOF manifest."""
+    files = []
+    for line in manifest.read_text(errors="replace").splitlines():
+        words = line.split()
+        fields = dict(zip(words[::2], words[1::2], strict=False))
+        if "file" in fields:
+            files.append((fields["file"], fields.get("type", "")))
+    return files
+
+
+def layout(data_dir: Path, dbfilename: str, appendfilename: str, appenddirname: str) -> Layout:
+    rdb = data_dir / dbfilename
+    manifest = data_dir / appenddirname / f"{appendfilename}.manifest"
+    legacy = data_dir / appendfilename
+    candidates = []
+    if rdb.is_file():
+        candidates.append(rdb)
+    if manifest.is_file():
+        candidates += [data_dir / appenddirname / name for name, kind in manifest_files(manifest) if kind == "b"]
+    if legacy.is_file():
+        candidates.append(legacy)
+    headers = tuple(h for h in (read_header(p) for p in candidates if p.is_file()) if h is not None)
+    return Layout(
+        rdb if rdb.is_file() else None,
+        manifest if manifest.is_file() else None,
+        legacy if legacy.is_file() else None,
+        headers,
+    )
+
+
+def foreign(data_dir: Path) -> str | None:
+    """What another service keeps in `data_dir`, or None."""
+    for name, what in _FOREIGN.items():
+        if (data_dir / name).exists():
+            return what
+    return None
+
+
+def check_dir(data_dir: Path) -> None:
+    other = foreign(data_dir)
+    if other is not None:
+        raise MigrateError(
+            f"{data_dir} holds {other}, not Redis/Valkey data",
+            hint="settings.data_dir must be the server's `dir` (NixOS: /var/lib/redis-NAME)",
+        )

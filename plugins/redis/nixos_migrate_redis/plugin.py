@@ -1,0 +1,270 @@
+"""The `redis` plugin: Redis 6.0-8.x and Valkey, one service per server (`services.redis.servers.NAME`).
+
+A newer server loads an older one's files, an older one refuses a newer format. So an up step
+lets the newer server load the data on a private socket, compares its content with the
+fingerprint taken before, saves it in its own format (and rewrites the AOF into its own layout),
+and stops. A down step (and a crossing to a Valkey that cannot read Redis 7.4+'s format) starts
+both servers, copies every key by type into a fresh directory of the older one
+(copy.py), compares, and puts the older files in place of the newer ones. Before either, `backup`
+copies the data directory (a snapshot or reflink where the filesystem has them) and takes the
+fingerprint (content.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from nixos_migrate import filebackup
+from nixos_migrate.context import Service
+from nixos_migrate.errors import MigrateError
+from nixos_migrate.fingerprint import tree_size
+from nixos_migrate.hookspecs import hookimpl
+from nixos_migrate.model import BackupInfo, BackupRecord, Check, Step
+from nixos_migrate_redis import datafiles, installation, versions
+from nixos_migrate_redis.settings import RedisSettings
+
+EXPECTED = "expected.json"
+
+
+@hookimpl
+def settings_model() -> type[RedisSettings]:
+    return RedisSettings
+
+
+@hookimpl
+def detect_version(service: Service) -> str | None:
+    return installation.data_version(service)
+
+
+def _method(current: str, target: str) -> str:
+    return "load" if versions.key(target) > versions.key(current) else "logical"
+
+
+@hookimpl
+def plan(service: Service, current: str | None, target: str) -> list[Step]:
+    versions.key(target)
+    if current is None or current == target:
+        return []
+    s = installation.settings_of(service)
+    installation.prefix(s, target)  # a version without a package is a usage error, named
+    if versions.key(target) < versions.key(current):
+        what = f"every key of {versions.label(current)} copied by type into a fresh {versions.label(target)} directory"
+        return [Step(current, target, "down", what, warning=versions.crossing_warning(current, target),
+                     data={"method": "logical"})]  # fmt: skip
+    steps = []
+    hops = versions.path(current, target, s.packages)
+    for a, b in itertools.pairwise(hops):
+        what = f"{versions.label(b)} loads the data of {versions.label(a)} and saves it in its own format"
+        steps.append(Step(a, b, "up", what, warning=versions.crossing_warning(a, b), data={"method": "load"}))
+    return steps
+
+
+def _running_servers(data_dir: Path) -> list[int]:
+    """Pids of redis/valkey servers working in `data_dir` (a server changes into its `dir`)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if Path(os.readlink(entry / "cwd")) != data_dir:
+                continue
+            argv = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"redis-server" in argv or b"valkey-server" in argv:
+            found.append(int(entry.name))
+    return found
+
+
+@hookimpl
+def check(service: Service, step: Step) -> list[Check]:
+    s = installation.settings_of(service)
+    source, target = step.from_version or "", step.to_version
+    missing = []
+    for version in (source, target):
+        try:
+            installation.release(installation.prefix(s, version), version)
+        except MigrateError as exc:
+            missing.append(exc.message)
+    checks = [Check("binaries of both versions", not missing, "; ".join(dict.fromkeys(missing)))]
+    other = datafiles.foreign(s.data_dir) if s.data_dir.is_dir() else "nothing (it does not exist)"
+    checks.append(Check("data directory holds Redis/Valkey data", other is None,
+                        f"{s.data_dir} holds {other}" if other else str(s.data_dir)))  # fmt: skip
+    if other is not None:
+        return checks
+    unit = service.control.unit
+    active = bool(unit) and service.control.is_active()
+    pids = [] if active else _running_servers(s.data_dir)
+    if active:
+        checks.append(Check("server stopped before the step", True, f"{unit} runs now; `up` stops it first"))
+    else:
+        detail = f"pid {', '.join(map(str, pids))} works in {s.data_dir}; stop it, or set `unit` so that `up` stops it"
+        checks.append(Check("server not running", not pids, detail if pids else ""))
+    found = installation.layout(s)
+    size = sum(tree_size(p) if p.is_dir() else p.stat().st_size for p in _data_files(s) if p.exists())
+    # up: a new snapshot and a rewritten AOF beside the old ones; down: the copy beside them
+    need = size * 2 + (64 << 20)
+    free = shutil.disk_usage(s.data_dir).free
+    checks.append(Check(f"room in {s.data_dir} for the new files", free >= need,
+                        f"{free >> 20} MiB free, {need >> 20} MiB needed"))  # fmt: skip
+    first = installation.data_version(service) == source  # a later step's data exists only then
+    if step.data.get("method") == "logical" and first and not found.empty and not missing and not active and not pids:
+        from nixos_migrate_redis import copy, server
+
+        with server.running(service, source, s.data_dir, appendonly=installation.appendonly(s, found)) as running:
+            problems = copy.refusals(running, target, s.batch)
+        checks.append(Check(f"{versions.label(target)} can hold every key", not problems, "; ".join(problems)))
+    return checks
+
+
+def _data_files(s: RedisSettings) -> list[Path]:
+    """What the server keeps of the data in its directory (NixOS also keeps redis.conf there)."""
+    return [s.data_dir / s.dbfilename, s.data_dir / s.appenddirname, s.data_dir / s.appendfilename]
+
+
+@hookimpl
+def backup_size(service: Service, step: Step) -> int | None:
+    s = installation.settings_of(service)
+    return filebackup.estimate([s.data_dir])
+
+
+@hookimpl
+def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
+    from nixos_migrate_redis import content, server
+
+    s = installation.settings_of(service)
+    _clear_staging(s)
+    info = filebackup.backup_paths([s.data_dir], service.private_dir(dest / "files"), service.run, service.progress)
+    version = step.from_version or ""
+    appendonly = installation.appendonly(s)
+    with server.running(service, version, s.data_dir, appendonly=appendonly) as source:
+        expected = content.fingerprint(source, s.batch, service.progress, f"fingerprint of {versions.label(version)}")
+    (dest / EXPECTED).write_text(json.dumps(expected))
+    (service.state_dir / EXPECTED).write_text(json.dumps(expected))
+    detail = {**info.detail, "version": version, "content": content.summary(expected)}
+    return BackupInfo(info.kind, dest, info.size, info.checksum, detail)
+
+
+def _expected(service: Service) -> dict[str, Any]:
+    path = service.state_dir / EXPECTED
+    if not path.is_file():
+        raise MigrateError(f"no fingerprint of the data before the step ({path})", hint="run the step again")
+    return dict(json.loads(path.read_text()))
+
+
+def _compared(running: Any, service: Service, expected: dict[str, Any], what: str) -> Check:
+    from nixos_migrate_redis import content
+
+    s = installation.settings_of(service)
+    since = int(time.time() * 1000)
+    found = content.fingerprint(running, s.batch, service.progress, what)
+    return content.compare(expected, found, since)
+
+
+@hookimpl
+def up(service: Service, step: Step) -> bool:
+    from nixos_migrate_redis import server
+
+    s = installation.settings_of(service)
+    target = step.to_version
+    with server.running(service, target, s.data_dir, appendonly=installation.appendonly(s)) as running:
+        check = _compared(running, service, _expected(service), f"content as {versions.label(target)} loaded it")
+        if not check.ok:
+            raise MigrateError(f"{versions.label(target)} loaded other content than was there: {check.detail}")
+        with service.progress.task(f"save in {versions.label(target)}'s format"):
+            running.save()
+    return True
+
+
+def _staging(s: RedisSettings) -> Path:
+    return s.data_dir / ".nixos-migrate-copy"
+
+
+def _clear_staging(s: RedisSettings) -> None:
+    shutil.rmtree(_staging(s), ignore_errors=True)
+
+
+@hookimpl
+def down(service: Service, step: Step) -> bool:
+    from nixos_migrate_redis import copy, server
+
+    s = installation.settings_of(service)
+    source, target = step.from_version or "", step.to_version
+    appendonly = installation.appendonly(s)
+    _clear_staging(s)
+    staging = service.private_dir(_staging(s))
+    with server.running(service, source, s.data_dir, appendonly=appendonly) as old:
+        problems = copy.refusals(old, target, s.batch)
+        if problems:
+            raise MigrateError(f"{versions.label(target)} cannot hold: {'; '.join(problems)}")
+        with server.running(service, target, staging, appendonly=appendonly, name="target") as new:
+            copy.copy(old, new, s.batch, service.progress)
+            with service.progress.task(f"save in {versions.label(target)}'s format"):
+                new.save()
+            check = _compared(new, service, _expected(service), f"content of the {versions.label(target)} copy")
+            if not check.ok:
+                raise MigrateError(f"the copy into {versions.label(target)} differs: {check.detail}")
+    _swap(s, staging)
+    return True
+
+
+def _swap(s: RedisSettings, staging: Path) -> None:
+    """The staged data files in place of the old ones (the backup holds those)."""
+    for path in _data_files(s):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    for path in _data_files(s):
+        staged = staging / path.name
+        if staged.exists():
+            staged.rename(path)
+    shutil.rmtree(staging)
+    fd = os.open(s.data_dir, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@hookimpl
+def restore(service: Service, backup: BackupRecord) -> bool:
+    s = installation.settings_of(service)
+    _clear_staging(s)
+    filebackup.restore_paths(backup, service.run, service.progress)
+    saved = Path(backup.path) / EXPECTED
+    if saved.is_file():
+        shutil.copyfile(saved, service.state_dir / EXPECTED)
+    return True
+
+
+@hookimpl
+def verify(service: Service) -> list[Check]:
+    from nixos_migrate_redis import content, server
+
+    s = installation.settings_of(service)
+    version = installation.data_version(service)
+    if version is None:
+        return [Check("data present", False, f"no data in {s.data_dir}")]
+    checks = []
+    try:
+        with server.running(service, version, s.data_dir, appendonly=installation.appendonly(s)) as running:
+            persistence = running.info("persistence")
+            loaded = not persistence.get("loading") and persistence.get("aof_last_write_status", "ok") == "ok"
+            checks.append(Check("server loads the data", loaded, f"{versions.label(version)} on {s.data_dir}"))
+            expected_file = service.state_dir / EXPECTED
+            if service.step is not None and expected_file.is_file():
+                expected = json.loads(expected_file.read_text())
+                checks.append(_compared(running, service, expected, "content against the fingerprint"))
+            else:
+                found = content.fingerprint(running, s.batch, service.progress, "content")
+                checks.append(Check("content", True, content.summary(found)))
+    except MigrateError as exc:
+        return [*checks, Check("server loads the data", False, exc.message)]
+    return checks

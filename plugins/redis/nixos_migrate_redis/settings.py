@@ -1,0 +1,65 @@
+"""Settings of the `redis` plugin (`services.<name>.settings`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from nixos_migrate.manifest import AbsolutePath, checked_versions
+from nixos_migrate_redis import versions
+
+Flavour = Literal["redis", "valkey"]
+
+
+class RedisSettings(BaseModel):
+    """
+    data_dir: the server's `dir` (NixOS: /var/lib/redis-NAME, or /var/lib/redis for the server
+        named "").
+    packages: series ("7.0", "8.0", "valkey-8.0") -> install prefix holding bin/redis-server (or
+        bin/valkey-server) and bin/redis-cli (or valkey-cli).
+    flavour: redis or valkey, the service's package (NixOS fills it): an initial_version given
+        without the `valkey-` prefix is of that flavour. The files of the data name their writer
+        otherwise.
+    dbfilename: the RDB snapshot's file name in data_dir (NixOS: dump.rdb).
+    appendonly: whether the server keeps an AOF (NixOS: services.redis.servers.NAME.appendOnly);
+        default: whether data_dir holds one.
+    appendfilename, appenddirname: the AOF's names (defaults appendonly.aof, appendonlydir).
+    socket: the unix socket of the private servers the plugin starts (default: in a private
+        directory under the state directory); they listen on TCP only when `port` is set.
+    port: a loopback TCP port for the private servers (default: none).
+    password_file: a file holding the password of the service's own server (requirepass), for
+        talking to it while its unit still runs; never passed in argv. The private servers need
+        none: only their private socket reaches them.
+    initial_version: the series that wrote data whose files do not name it (an AOF without an
+        RDB preamble), the first time nixos-migrate sees it; later steps are in the journal.
+    batch: keys read or written per round trip in fingerprints and logical copies.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    data_dir: AbsolutePath
+    packages: dict[str, AbsolutePath] = {}
+    flavour: Flavour | None = None
+    dbfilename: str = Field(default="dump.rdb", pattern=r"^[^/]+$")
+    appendonly: bool | None = None
+    appendfilename: str = Field(default="appendonly.aof", pattern=r"^[^/]+$")
+    appenddirname: str = Field(default="appendonlydir", pattern=r"^[^/]+$")
+    socket: AbsolutePath | None = None
+    port: int | None = Field(default=None, ge=1024, le=65535)
+    password_file: AbsolutePath | None = None
+    initial_version: str | None = None
+    batch: int = Field(default=1000, ge=10, le=100_000)
+
+    @field_validator("packages")
+    @classmethod
+    def _series(cls, packages: dict[str, Path]) -> dict[str, Path]:
+        checked_versions(packages, versions.key)
+        return packages
+
+    @field_validator("initial_version")
+    @classmethod
+    def _initial(cls, version: str | None) -> str | None:
+        checked_versions([version] if version else [], versions.key, "initial_version")
+        return version

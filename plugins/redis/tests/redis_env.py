@@ -1,0 +1,57 @@
+"""Shared by the redis plugin's tests: an instance holding the corpus, its manifest, and the
+independent digest of its content."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from redis_corpus import digest, load
+
+from nixos_migrate.fingerprint import tree_entries
+from nixos_migrate.testing.cli import CliResult, run_cli
+from nixos_migrate.testing.manifests import ManifestBuilder
+from nixos_migrate_redis.testing import ALL, Instance
+
+
+def make_instance(root: Path, version: str, *, keys: int = 100_000, big: bool = True, appendonly: bool = False
+                  ) -> Instance:  # fmt: skip
+    """A data directory of `version` holding the corpus, saved as a stopping service saves it."""
+    instance = Instance(root / "redis").create()
+    with instance.running(version, appendonly=appendonly) as client:
+        load(client, keys, big)
+    return instance
+
+
+def content(instance: Instance, version: str, *, appendonly: bool = False) -> dict[str, Any]:
+    """The corpus digest read by the server of `version` (which must load the data)."""
+    with instance.running(version, appendonly=appendonly, save=False) as client:
+        return digest(client)
+
+
+def files(instance: Instance) -> dict[str, str]:
+    """Every file of the data directory, digested (for failures, which must leave it exactly as
+    it was; a difference names the files)."""
+    return tree_entries(instance.data_dir)
+
+
+class Rig:
+    """An instance with a manifest (service `cache`) and the CLI bound to it."""
+
+    def __init__(self, root: Path, instance: Instance, versions: tuple[str, ...] = ALL, **settings: Any) -> None:
+        self.root = root
+        self.instance = instance
+        self.builder = ManifestBuilder(root)
+        self.versions = versions
+        self.settings = settings
+
+    def cli(self, target: str, *args: str, env: dict[str, str] | None = None, **spec: Any) -> CliResult:
+        self.builder.service(
+            "cache",
+            plugin="redis",
+            target=target,
+            user=self.instance.user.pw_name,
+            settings=self.instance.settings(self.versions, **self.settings),
+            **spec,
+        )
+        return run_cli(self.builder.write(), *args, env=env, timeout=900)
