@@ -91,6 +91,8 @@ def _length(data: bytes, pos: int) -> tuple[int, int, bool]:
 def _string(data: bytes, pos: int) -> tuple[str, int]:
     value, pos, encoded = _length(data, pos)
     if not encoded:
+        if pos + value > len(data):
+            raise ValueError("cut short")
         return data[pos : pos + value].decode(errors="replace"), pos + value
     width = {0: 1, 1: 2, 2: 4}.get(value)
     if width is None:  # an LZF-compressed string: aux values are never long enough for that

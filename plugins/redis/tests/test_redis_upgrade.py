@@ -49,3 +49,42 @@ def test_up_through_every_major_then_down_again_keeps_every_key(tmp_path):
 
     verify = rig.cli("6.0", "verify", "--json")
     assert verify.code == 0, verify.output
+
+
+def test_aof_from_a_single_file_to_the_multi_part_layout_and_back(tmp_path):
+    instance = make_instance(tmp_path, "6.0", keys=20_000, big=False, appendonly=True)
+    assert (instance.data_dir / "appendonly.aof").is_file()
+    before = content(instance, "6.0", appendonly=True)
+    rig = Rig(tmp_path, instance)
+    result = rig.cli("7.0", "up", "--json")
+    assert result.code == 0, result.output
+    manifest = instance.data_dir / "appendonlydir" / "appendonly.aof.manifest"
+    assert manifest.is_file() and not (instance.data_dir / "appendonly.aof").exists()
+    assert content(instance, "7.0", appendonly=True) == before
+    # the AOF is what a server with append-only on loads: the snapshot alone must not be needed
+    (instance.data_dir / "dump.rdb").unlink()
+    assert content(instance, "7.0", appendonly=True) == before
+
+    down = rig.cli("7.0", "down", "cache", "--to", "6.0", "--json")
+    assert down.code == 0, down.output
+    assert (instance.data_dir / "appendonly.aof").is_file() and not manifest.parent.exists()
+    assert content(instance, "6.0", appendonly=True) == before
+
+
+def test_redis_to_valkey_and_back_is_a_step_of_its_own_that_needs_acceptance(tmp_path):
+    instance = make_instance(tmp_path, "7.0", keys=20_000)
+    before = content(instance, "7.0")
+    rig = Rig(tmp_path, instance)
+    refused = rig.cli("valkey-8.0", "up")
+    assert refused.code == 3, refused.output
+    assert "crosses from redis to valkey" in refused.stderr
+    result = rig.cli("valkey-8.0", "up", "--accept", "valkey-8.0", "--json")
+    assert result.code == 0, result.output
+    assert rig.cli("valkey-8.0", "status", "--json").json[0]["data_version"] == "valkey-8.0"
+    assert header(instance) == 11
+    assert content(instance, "valkey-8.0") == before
+
+    back = rig.cli("valkey-8.0", "down", "cache", "--to", "7.0", "--accept", "7.0", "--json")
+    assert back.code == 0, back.output
+    assert header(instance) == 10
+    assert content(instance, "7.0") == before
