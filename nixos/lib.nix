@@ -103,13 +103,14 @@ let
       };
 
   # a service's values over its plugin's defaults (`defaults.<plugin>`, which the plugin's NixOS
-  # fragment takes from the nixpkgs service): unit and user where the service sets none, settings
+  # fragment takes from the nixpkgs service, or `defaults."<plugin>/<service>"` for plugins whose
+  # nixpkgs service runs several instances): unit and user where the service sets none, settings
   # key by key. One path for every spelling of a service.
   withDefaults =
     defaults: name: svc:
     let
       plugin = if (svc.plugin or null) != null then svc.plugin else name;
-      d = defaults.${plugin} or { };
+      d = defaults."${plugin}/${name}" or defaults.${plugin} or { };
       given = k: (svc.${k} or null) != null;
     in
     svc

@@ -406,6 +406,39 @@ def test_a_gitlab_service_gets_its_settings_and_ordering_from_services_gitlab():
     )
 
 
+def _redis_defaults(name: str, extra: str = "") -> str:
+    return f"""(import {REPO}/plugins/redis/nixos-defaults.nix {{
+  current = "valkey-8.0"; name = "{name}"; {extra}
+  packages = {{ "7.2" = "/nix/store/r-redis-7.2.4"; "valkey-8.0" = "/nix/store/v-valkey-8.0.1"; }};
+}})"""
+
+
+@pytest.mark.parametrize(
+    "service",
+    [
+        '{ plugin = "redis"; target = "valkey-8.0"; }',  # the generic spelling, named after the server's unit
+        '{ plugin = "redis"; target = "valkey-8.0"; autoApply = false; accept = [ ]; }',  # what the fragment declares
+    ],
+)
+def test_each_redis_server_gets_its_own_settings_and_ordering_from_services_redis_servers(service):
+    cache_defaults = _redis_defaults("cache", "appendOnly = true;")
+    plain_defaults = _redis_defaults("", 'user = "kv";')
+    defaults = f'{{ "redis/redis-cache" = {cache_defaults}; "redis/redis" = {plain_defaults}; }}'
+    config = f'{{ defaults = {defaults}; services."redis-cache" = {service}; services.redis = {service}; }}'
+    cache = declared_service(config, "redis-cache", "redis-cache.service", "redis-cache")
+    assert cache["settings"] == {
+        "data_dir": "/var/lib/redis-cache",
+        "appendonly": True,
+        "flavour": "valkey",
+        "packages": {"7.2": "/nix/store/r-redis-7.2.4", "valkey-8.0": "/nix/store/v-valkey-8.0.1"},
+    }
+    plain = declared_service(config, "redis", "redis.service", "kv")
+    assert plain["settings"]["data_dir"] == "/var/lib/redis" and "appendonly" not in plain["settings"]
+    assert "lacks the current series 8.0" in nix_error(
+        f'import {REPO}/plugins/redis/nixos-defaults.nix {{ current = "8.0"; packages = {{ "7.2" = "/p"; }}; }}'
+    )
+
+
 def test_the_module_imports_every_plugins_fragment():
     """nixos/module.nix names no plugin: it imports plugins/*/nixos.nix, found by lib.fragments
     (nixpkgs is not here to evaluate the module itself)."""
@@ -413,7 +446,7 @@ def test_the_module_imports_every_plugins_fragment():
     assert "services.postgresql" not in module and "services.openldap" not in module
     assert "imports = fragments;" in module and "fragments = pure.fragments ../plugins;" in module
     found = nix_eval(f"map toString (lib.fragments {REPO}/plugins)")
-    assert sorted(Path(f).parent.name for f in found) == ["gitlab", "ldap", "mysql", "postgresql"]
+    assert sorted(Path(f).parent.name for f in found) == ["gitlab", "ldap", "mysql", "postgresql", "redis"]
 
 
 def test_null_option_values_are_left_out_as_the_module_passes_them():
@@ -440,5 +473,5 @@ def test_the_convenience_options_every_plugin_shares():
     assert (options["autoApply"]["type"], options["autoApply"]["default"]) == ("bool", False)
     assert options["previousPackages"]["type"] == "list of package" and options["accept"]["default"] == []
     assert "postgresql.service" in options["autoApply"]["description"]
-    for fragment in ("postgresql", "ldap", "mysql", "gitlab"):
+    for fragment in ("postgresql", "ldap", "mysql", "gitlab", "redis"):
         assert "import ../../nixos/convenience.nix lib" in (REPO / "plugins" / fragment / "nixos.nix").read_text()
