@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nixos_migrate import filebackup
+from nixos_migrate import checkrecord, filebackup
 from nixos_migrate.context import Service
 from nixos_migrate.errors import MigrateError
 from nixos_migrate.fingerprint import tree_size
@@ -128,6 +128,16 @@ def _data_files(s: RedisSettings) -> list[Path]:
     return [s.data_dir / s.dbfilename, s.data_dir / s.appenddirname, s.data_dir / s.appendfilename]
 
 
+def _stamped(s: RedisSettings) -> list[Path]:
+    """The files a server writes when it runs on the data (checkrecord's stamp)."""
+    aof_dir = s.data_dir / s.appenddirname
+    return [
+        s.data_dir / s.dbfilename,
+        s.data_dir / s.appendfilename,
+        *(sorted(aof_dir.iterdir()) if aof_dir.is_dir() else []),
+    ]
+
+
 @hookimpl
 def backup_size(service: Service, step: Step) -> int | None:
     s = installation.settings_of(service)
@@ -140,6 +150,7 @@ def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
 
     s = installation.settings_of(service)
     _clear_staging(s)
+    checkrecord.discard(service)
     info = filebackup.backup_paths([s.data_dir], service.private_dir(dest / "files"), service.run, service.progress)
     version = step.from_version or ""
     appendonly = installation.appendonly(s)
@@ -179,7 +190,16 @@ def up(service: Service, step: Step) -> bool:
             raise MigrateError(f"{versions.label(target)} loaded other content than was there: {check.detail}")
         with service.progress.task(f"save in {versions.label(target)}'s format"):
             running.save()
+    _record(service, target, check)
     return True
+
+
+def _record(service: Service, version: str, check: Check) -> None:
+    """The checks the step ran on the data it leaves, for the verify that follows (checkrecord):
+    it saved what it compared, and stopped without writing anything after."""
+    s = installation.settings_of(service)
+    loaded = Check("server loads the data", True, f"{versions.label(version)} on {s.data_dir}")
+    checkrecord.keep(service, _stamped(s), version, [loaded, check])
 
 
 def _staging(s: RedisSettings) -> Path:
@@ -211,6 +231,7 @@ def down(service: Service, step: Step) -> bool:
             if not check.ok:
                 raise MigrateError(f"the copy into {versions.label(target)} differs: {check.detail}")
     _swap(s, staging)
+    _record(service, target, check)
     return True
 
 
@@ -237,6 +258,7 @@ def _swap(s: RedisSettings, staging: Path) -> None:
 def restore(service: Service, backup: BackupRecord) -> bool:
     s = installation.settings_of(service)
     _clear_staging(s)
+    checkrecord.discard(service)
     filebackup.restore_paths(backup, service.run, service.progress)
     saved = Path(backup.path) / EXPECTED
     if saved.is_file():
@@ -252,6 +274,9 @@ def verify(service: Service) -> list[Check]:
     version = installation.data_version(service)
     if version is None:
         return [Check("data present", False, f"no data in {s.data_dir}")]
+    recorded = checkrecord.take(service, _stamped(s), version)
+    if recorded is not None:
+        return recorded
     checks = []
     try:
         with server.running(service, version, s.data_dir, appendonly=installation.appendonly(s)) as running:
