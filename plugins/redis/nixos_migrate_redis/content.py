@@ -18,6 +18,8 @@ passed may have lost keys to their expiry, which is no loss of the migration's m
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -124,44 +126,75 @@ end
 return out
 """
 
-DEBUG_DIGESTED = frozenset({"string", "list", "set", "hash"})
-
 
 @dataclass
 class Key:
     name: bytes
     type: str
     expire: int  # absolute ms, -1 none
+    digest: bytes = b""  # the value's digest, when asked for
 
 
-def scan(server: Server, db: int, batch: int) -> Iterator[list[Key]]:
-    """Every key of `db` in batches, with type and absolute expiry."""
+def scan(server: Server, db: int, batch: int, *, digested: bool = False) -> Iterator[list[Key]]:
+    """Every key of `db` in batches, with type, absolute expiry and, when `digested`, the
+    server's digest of its value; the type, expiry and digests of a batch come in one round trip."""
     client = server.client(db)
-    meta = client.register_script(META)
+    meta = client.script_load(META)
     cursor = 0
     while True:
         cursor, names = client.scan(cursor, count=batch)
         if names:
-            found = meta(keys=names, args=["1" if server.modern else "0"])
-            keys = [Key(bytes(n), found[2 * i].decode(), int(found[2 * i + 1])) for i, n in enumerate(names)]
+            pipe = client.pipeline(transaction=False)
+            pipe.evalsha(meta, len(names), *names, "1" if server.modern else "0")
+            if digested:
+                # every type has one; those of sorted sets and streams are replaced below
+                pipe.execute_command("DEBUG", "DIGEST-VALUE", *names)
+            replies = pipe.execute()
+            found = replies[0]
+            values = replies[1] if digested else [b""] * len(names)
+            keys = [Key(bytes(n), found[2 * i].decode(), int(found[2 * i + 1]), values[i]) for i, n in enumerate(names)]
             # a key gone between SCAN and the script has type "none": it expired or was deleted
-            yield [k for k in keys if k.type != "none"]
+            keys = [k for k in keys if k.type != "none"]
+            if digested:
+                _script_digests(client, keys)
+            yield keys
         if cursor == 0:
             return
 
 
-def value_digests(server: Server, db: int, keys: list[Key]) -> list[bytes]:
-    """The server's digest of each key's value, in order."""
-    client = server.client(db)
-    digests: dict[bytes, bytes] = {}
-    plain = [k.name for k in keys if k.type in DEBUG_DIGESTED]
-    if plain:
-        digests.update(zip(plain, client.execute_command("DEBUG", "DIGEST-VALUE", *plain), strict=True))
+def _script_digests(client: object, keys: list[Key]) -> None:
+    """Digests of sorted sets and streams, computed by scripts every version runs alike."""
     for kind, script in (("zset", ZSET), ("stream", STREAM)):
-        names = [k.name for k in keys if k.type == kind]
-        if names:
-            digests.update(zip(names, client.register_script(script)(keys=names), strict=True))
-    return [digests.get(k.name, k.type.encode()) for k in keys]
+        chosen = [k for k in keys if k.type == kind]
+        if chosen:
+            digests = client.register_script(script)(keys=[k.name for k in chosen])  # type: ignore[attr-defined]
+            for key, digest in zip(chosen, digests, strict=True):
+                key.digest = digest
+
+
+def _ahead(batches: Iterator[list[Key]]) -> Iterator[list[Key]]:
+    """The batches, the next one read by a thread while the caller digests this one: the server
+    works while Python hashes (the socket waits release the GIL)."""
+    ready: queue.Queue[list[Key] | BaseException | None] = queue.Queue(maxsize=2)
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                ready.put(batch)
+            ready.put(None)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            ready.put(exc)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    while True:
+        item = ready.get()
+        if item is None:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+    thread.join()
 
 
 def _hash(*parts: bytes) -> int:
@@ -196,8 +229,9 @@ def fingerprint(server: Server, batch: int, progress: Progress, what: str) -> di
         for db in sorted(databases):
             persistent = _Sum()
             expiring: dict[int, _Sum] = {}
-            for keys in scan(server, db, batch):
-                for key, digest in zip(keys, value_digests(server, db, keys), strict=True):
+            for keys in _ahead(scan(server, db, batch, digested=True)):
+                for key in keys:
+                    digest = key.digest
                     types[key.type] = types.get(key.type, 0) + 1
                     if key.type not in versions.CORE_TYPES:
                         names = other.setdefault(key.type, [])

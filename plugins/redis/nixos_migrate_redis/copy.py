@@ -117,9 +117,12 @@ def _copy_batch(source: Server, target: Server, db: int, keys: list[content.Key]
     write = target.client(db, raw=True).pipeline(transaction=False)  # replies unread: none parsed
     strings = [k for k in keys if k.type == "string"]
     if strings:
+        pairs: list[bytes] = []
         for key, value in zip(strings, read.mget([k.name for k in strings]), strict=True):
-            if value is not None:
-                write.set(key.name, value)
+            if value is not None:  # gone since the scan
+                pairs += [key.name, value]
+        if pairs:
+            write.execute_command("MSET", *pairs)  # one command for the batch's strings
     for key in keys:
         if key.type == "list":
             _copy_list(read, write, key.name)

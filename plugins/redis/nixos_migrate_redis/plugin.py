@@ -30,6 +30,8 @@ from nixos_migrate_redis import datafiles, installation, versions
 from nixos_migrate_redis.settings import RedisSettings
 
 EXPECTED = "expected.json"
+#: written by check when the target of a down step can hold every key, with the files' stamp
+HOLDS = "holds.json"
 
 
 @hookimpl
@@ -120,12 +122,29 @@ def check(service: Service, step: Step) -> list[Check]:
         with server.running(service, source, s.data_dir, appendonly=installation.appendonly(s, found)) as running:
             problems = copy.refusals(running, target, s.batch)
         checks.append(Check(f"{versions.label(target)} can hold every key", not problems, "; ".join(problems)))
+        if not problems:
+            # the step reads the same files: it need not look again unless they changed
+            (service.state_dir / HOLDS).write_text(json.dumps({"target": target, "stamp": _files_stamp(s)}))
     return checks
 
 
 def _data_files(s: RedisSettings) -> list[Path]:
     """What the server keeps of the data in its directory (NixOS also keeps redis.conf there)."""
     return [s.data_dir / s.dbfilename, s.data_dir / s.appenddirname, s.data_dir / s.appendfilename]
+
+
+def _files_stamp(s: RedisSettings) -> dict[str, list[int]]:
+    return checkrecord.stamp(_stamped(s))
+
+
+def _held(service: Service, target: str) -> bool:
+    """Whether check found that `target` can hold every key of the files as they are now."""
+    path = service.state_dir / HOLDS
+    if not path.is_file():
+        return False
+    found = json.loads(path.read_text())
+    path.unlink()
+    return bool(found["target"] == target and found["stamp"] == _files_stamp(installation.settings_of(service)))
 
 
 def _stamped(s: RedisSettings) -> list[Path]:
@@ -219,8 +238,9 @@ def down(service: Service, step: Step) -> bool:
     appendonly = installation.appendonly(s)
     _clear_staging(s)
     staging = service.private_dir(_staging(s))
+    held = _held(service, target)
     with server.running(service, source, s.data_dir, appendonly=appendonly) as old:
-        problems = copy.refusals(old, target, s.batch)
+        problems = [] if held else copy.refusals(old, target, s.batch)
         if problems:
             raise MigrateError(f"{versions.label(target)} cannot hold: {'; '.join(problems)}")
         with server.running(service, target, staging, appendonly=appendonly, name="target") as new:

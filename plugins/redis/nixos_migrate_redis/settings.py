@@ -29,9 +29,9 @@ class RedisSettings(BaseModel):
     socket: the unix socket of the private servers the plugin starts (default: in a private
         directory under the state directory); they listen on TCP only when `port` is set.
     port: a loopback TCP port for the private servers (default: none).
-    password_file: a file holding the password of the service's own server (requirepass), for
-        talking to it while its unit still runs; never passed in argv. The private servers need
-        none: only their private socket reaches them.
+    There is no password setting: the private servers read no configuration (no requirepass, no
+    ACL file) and only their 0700 socket reaches them; the service's own server is stopped by its
+    unit before a step, never talked to.
     initial_version: the series that wrote data whose files do not name it (an AOF without an
         RDB preamble), the first time nixos-migrate sees it; later steps are in the journal.
     batch: keys read or written per round trip in fingerprints and logical copies.
@@ -48,7 +48,6 @@ class RedisSettings(BaseModel):
     appenddirname: str = Field(default="appendonlydir", pattern=r"^[^/]+$")
     socket: AbsolutePath | None = None
     port: int | None = Field(default=None, ge=1024, le=65535)
-    password_file: AbsolutePath | None = None
     initial_version: str | None = None
     batch: int = Field(default=1000, ge=10, le=100_000)
 

@@ -106,7 +106,7 @@ class Instance:
             server.start(loaded, timeout=600)
         except ProvisionError as exc:
             raise ProvisionError(f"{exc}\n{log.read_text(errors='replace')[-2000:] if log.exists() else ''}") from None
-        client = redis.Redis(unix_socket_path=str(sock), protocol=2)
+        client = redis.Redis(unix_socket_path=str(sock), protocol=2, socket_timeout=3600)
         try:
             yield client
             if save:

@@ -28,7 +28,9 @@ def of_db(client: Any, db: int) -> Any:
     """A client of database `db` of the server `client` talks to (through its socket)."""
     import redis
 
-    return redis.Redis(unix_socket_path=client.connection_pool.connection_kwargs["path"], db=db, protocol=2)
+    return redis.Redis(
+        unix_socket_path=client.connection_pool.connection_kwargs["path"], db=db, protocol=2, socket_timeout=600
+    )
 
 
 def expire_at(i: int) -> int:
