@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import socket
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nixos_migrate import sockets
 from nixos_migrate.context import Service
 from nixos_migrate.errors import MigrateError
 from nixos_migrate.runner import stop_process, wait_ready
@@ -30,26 +29,6 @@ if TYPE_CHECKING:
 
 START_TIMEOUT = 600.0  # crash recovery or a change-buffer merge of a big instance takes a while
 STOP_TIMEOUT = 3600.0  # a slow shutdown purges and merges everything first
-_SOCKET_MAX = 100  # sun_path holds 108 bytes
-
-
-def _socket_path(service: Service, settings: MysqlSettings, name: str) -> Path:
-    if settings.socket is not None:
-        return settings.socket.with_name(f"{settings.socket.name}.{name}") if name != "current" else settings.socket
-    run = service.private_dir(service.state_dir / "run")
-    path = run / f"{name}.sock"
-    if len(str(path)) <= _SOCKET_MAX:
-        return path
-    short = Path(tempfile.mkdtemp(prefix="nixos-migrate-mysql-"))
-    if os.geteuid() == 0:
-        os.chown(short, service.run.identity.uid, service.run.identity.gid)
-    return short / f"{name}.sock"
-
-
-def _accepts(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(str(path)) == 0
 
 
 class Server:
@@ -194,9 +173,9 @@ def running(
     hands it to its child client in a way that breaks on spaces and quotes)."""
     s = installation.settings_of(service)
     root = installation.prefix(s, version)
-    sock = _socket_path(service, s, name)
+    sock = sockets.private_socket(service, s.socket, name)
     run = sock.parent
-    if _accepts(sock):
+    if sockets.answers(sock):
         raise MigrateError(f"a server already answers on {sock}", hint="stop it, or set settings.socket")
     sock.unlink(missing_ok=True)
     log = run / f"{sock.stem}.err"
@@ -210,7 +189,7 @@ def running(
     server.skip_grants = skip_grants
     clean = False
     try:
-        problem = wait_ready(process, lambda: _accepts(sock), START_TIMEOUT)
+        problem = wait_ready(process, lambda: sockets.answers(sock), START_TIMEOUT)
         if problem is not None:
             tail = "\n".join(server.log_text().splitlines()[-15:])
             raise MigrateError(f"{versions.label(version)} on {data_dir} did not start ({problem}):\n{tail}")
@@ -231,8 +210,7 @@ def running(
             # could not be asked (no login) gets SIGTERM, which shuts it down the normal way
             steps = [(0, STOP_TIMEOUT), (signal.SIGTERM, STOP_TIMEOUT)] if asked else [(signal.SIGTERM, STOP_TIMEOUT)]
             stop_process(process, steps)
-            if sock.parent.name.startswith("nixos-migrate-mysql-"):
-                shutil.rmtree(sock.parent, ignore_errors=True)
+            sockets.release(sock)
         if read_only and process.returncode == 0:
             for path, data in kept.items():
                 path.write_bytes(data)

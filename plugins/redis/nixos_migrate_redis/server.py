@@ -10,16 +10,14 @@ passwords) may act on the data while the plugin works on it.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import signal
 import socket
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from nixos_migrate import sockets
 from nixos_migrate.context import Service
 from nixos_migrate.errors import MigrateError
 from nixos_migrate.runner import stop_process, wait_ready
@@ -27,27 +25,6 @@ from nixos_migrate_redis import installation, versions
 
 START_TIMEOUT = 3600.0  # loading a big dataset takes a while
 STOP_TIMEOUT = 600.0
-_SOCKET_MAX = 100  # sun_path holds 108 bytes
-
-
-def _socket_path(service: Service, name: str) -> Path:
-    s = installation.settings_of(service)
-    if s.socket is not None:
-        return s.socket if name == "current" else s.socket.with_name(f"{s.socket.name}.{name}")
-    run = service.private_dir(service.state_dir / "run")
-    path = run / f"{name}.sock"
-    if len(str(path)) <= _SOCKET_MAX:
-        return path
-    short = Path(tempfile.mkdtemp(prefix="nixos-migrate-redis-"))
-    if os.geteuid() == 0:
-        os.chown(short, service.run.identity.uid, service.run.identity.gid)
-    return short / f"{name}.sock"
-
-
-def _answers(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(str(path)) == 0
 
 
 class Server:
@@ -161,8 +138,8 @@ def running(
     """The server of `version` on `data_dir` for the body, once it has loaded the data; stopped
     after it without a save of its own (SHUTDOWN NOSAVE: what the body saved is what is on disk;
     an AOF is flushed). A failure to load names the server's own words."""
-    sock = _socket_path(service, name)
-    if _answers(sock):
+    sock = sockets.private_socket(service, installation.settings_of(service).socket, name)
+    if sockets.answers(sock):
         raise MigrateError(f"a server already answers on {sock}", hint="stop it, or set settings.socket")
     sock.unlink(missing_ok=True)
     log = sock.with_suffix(".log")
@@ -187,8 +164,7 @@ def running(
             server.close()
             steps = [(0, STOP_TIMEOUT), (signal.SIGTERM, STOP_TIMEOUT)] if asked else [(signal.SIGTERM, STOP_TIMEOUT)]
             stop_process(process, steps)
-            if sock.parent.name.startswith("nixos-migrate-redis-"):
-                shutil.rmtree(sock.parent, ignore_errors=True)
+            sockets.release(sock)
         if clean and process.returncode not in (0, None):
             raise MigrateError(
                 f"{versions.label(version)} on {data_dir} exited with {process.returncode}:\n{server.log_tail()}"
