@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from nixos_migrate.testing.cli import CliResult, run_cli
+
 
 class ManifestBuilder:
     """Collects services and writes a JSON manifest into a temporary directory.
@@ -30,3 +32,26 @@ class ManifestBuilder:
         target = path or self.root / "manifest.json"
         target.write_text(json.dumps(self.data, indent=2), encoding="utf-8")
         return target
+
+
+class ServiceRig:
+    """A manifest holding one service of a plugin, and the CLI bound to it: each `cli(target,
+    *args, **spec)` writes the service with its current settings (`settings()`) and runs
+    `nixos-migrate` on the manifest. Plugins' test helpers subclass it with their own instance."""
+
+    plugin = ""
+    service_name = ""
+
+    def __init__(self, root: Path, user: str) -> None:
+        self.root = root
+        self.user = user
+        self.builder = ManifestBuilder(root)
+
+    def settings(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def cli(self, target: str, *args: str, env: dict[str, str] | None = None, **spec: Any) -> CliResult:
+        self.builder.service(
+            self.service_name, plugin=self.plugin, target=target, user=self.user, settings=self.settings(), **spec
+        )
+        return run_cli(self.builder.write(), *args, env=env, timeout=900)

@@ -9,8 +9,7 @@ from typing import Any
 from redis_corpus import digest, load
 
 from nixos_migrate.fingerprint import tree_entries
-from nixos_migrate.testing.cli import CliResult, run_cli
-from nixos_migrate.testing.manifests import ManifestBuilder
+from nixos_migrate.testing.manifests import ServiceRig
 from nixos_migrate_redis.testing import ALL, Instance
 
 
@@ -35,23 +34,17 @@ def files(instance: Instance) -> dict[str, str]:
     return tree_entries(instance.data_dir)
 
 
-class Rig:
+class Rig(ServiceRig):
     """An instance with a manifest (service `cache`) and the CLI bound to it."""
 
-    def __init__(self, root: Path, instance: Instance, versions: tuple[str, ...] = ALL, **settings: Any) -> None:
-        self.root = root
-        self.instance = instance
-        self.builder = ManifestBuilder(root)
-        self.versions = versions
-        self.settings = settings
+    plugin = "redis"
+    service_name = "cache"
 
-    def cli(self, target: str, *args: str, env: dict[str, str] | None = None, **spec: Any) -> CliResult:
-        self.builder.service(
-            "cache",
-            plugin="redis",
-            target=target,
-            user=self.instance.user.pw_name,
-            settings=self.instance.settings(self.versions, **self.settings),
-            **spec,
-        )
-        return run_cli(self.builder.write(), *args, env=env, timeout=900)
+    def __init__(self, root: Path, instance: Instance, versions: tuple[str, ...] = ALL, **settings: Any) -> None:
+        super().__init__(root, instance.user.pw_name)
+        self.instance = instance
+        self.versions = versions
+        self.extra = settings
+
+    def settings(self) -> dict[str, Any]:
+        return self.instance.settings(self.versions, **self.extra)
