@@ -15,6 +15,7 @@ import re
 import struct
 from pathlib import Path
 
+from nixos_migrate import datadirs
 from nixos_migrate.context import Service
 from nixos_migrate.errors import MigrateError, UsageError
 from nixos_migrate.model import Step
@@ -32,8 +33,6 @@ TOOLS = {
 }
 #: files the server writes with the version that last upgraded the data (MariaDB 11 renamed it)
 UPGRADE_INFO = ("mariadb_upgrade_info", "mysql_upgrade_info")
-#: what other services keep at the top of their data directory
-FOREIGN = {"PG_VERSION": "PostgreSQL", "data.mdb": "OpenLDAP (LMDB)", "dump.rdb": "Redis", "WiredTiger": "MongoDB"}
 #: databases that are the server's own, never carried by a dump
 SYSTEM_DATABASES = ("mysql", "information_schema", "performance_schema", "sys")
 
@@ -90,9 +89,9 @@ def has_data(data_dir: Path) -> bool:
 
 def foreign(data_dir: Path) -> str | None:
     """The service whose data `data_dir` holds when it is not MySQL/MariaDB data, else None."""
-    for name, what in FOREIGN.items():
-        if (data_dir / name).exists():
-            return what
+    other = datadirs.foreign(data_dir, "MySQL/MariaDB")
+    if other is not None:
+        return other
     if not (data_dir / "mysql").is_dir() and not (data_dir / "ibdata1").exists():
         return "something that is not MySQL/MariaDB data (no mysql/ system database, no ibdata1)"
     return None

@@ -13,18 +13,10 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nixos_migrate import datadirs
 from nixos_migrate.errors import MigrateError
 
 _AUX = 0xFA
-#: files that say a directory belongs to another service
-_FOREIGN = {
-    "PG_VERSION": "PostgreSQL data",
-    "ibdata1": "MySQL/MariaDB data",
-    "mysql": "MySQL/MariaDB data",
-    "data.mdb": "LMDB (OpenLDAP) data",
-    "WiredTiger": "MongoDB data",
-    "cn=config": "OpenLDAP configuration",
-}
 
 
 @dataclass(frozen=True)
@@ -152,10 +144,8 @@ def layout(data_dir: Path, dbfilename: str, appendfilename: str, appenddirname: 
 
 def foreign(data_dir: Path) -> str | None:
     """What another service keeps in `data_dir`, or None."""
-    for name, what in _FOREIGN.items():
-        if (data_dir / name).exists():
-            return what
-    return None
+    other = datadirs.foreign(data_dir, "Redis")
+    return None if other is None else f"{other} data"
 
 
 def check_dir(data_dir: Path) -> None:
