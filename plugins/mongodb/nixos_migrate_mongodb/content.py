@@ -101,16 +101,22 @@ def compare(expected: dict[str, Any], found: dict[str, Any]) -> Check:
     return Check("content equals the fingerprint", not problems, detail or summary(found))
 
 
-def validate(server: Server, progress: Progress) -> Check:
-    """`validate` of every collection (not views): the server's own check of its records and
-    indexes."""
-    bad = []
+def invalid(server: Server, progress: Progress) -> dict[str, str]:
+    """`validate` of every collection (not views), the server's own check of its records and
+    indexes: the collections it finds invalid, with its first errors."""
+    bad = {}
     listed = [(db, e["name"]) for db, e in collections(server) if e.get("type", "collection") == "collection"]
     with progress.task("validate every collection", total=len(listed)) as task:
         for db, name in listed:
             result = server.command({"validate": name}, db=db)
             if not result.get("valid", False):
-                errors = "; ".join(str(e) for e in result.get("errors", [])[:3])
-                bad.append(f"{db}.{name}: {errors or 'not valid'}")
+                bad[f"{db}.{name}"] = "; ".join(str(e) for e in result.get("errors", [])[:3]) or "not valid"
             task.advance()
-    return Check(f"validate of {len(listed)} collections", not bad, "; ".join(bad[:10]))
+    return bad
+
+
+def validate(server: Server, progress: Progress) -> Check:
+    bad = invalid(server, progress)
+    listed = sum(1 for _, e in collections(server) if e.get("type", "collection") == "collection")
+    detail = "; ".join(f"{name}: {errors}" for name, errors in list(bad.items())[:10])
+    return Check(f"validate of {listed} collections", not bad, detail)

@@ -212,6 +212,15 @@ def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
     dump_dir = service.private_dir(dest / DUMP)
     tools = installation.dump_tools(s, version)
     with server.running(service, version, s.db_path) as running:
+        # data the server already finds damaged is repaired first, not moved: after the step
+        # nothing could tell its damage from the step's
+        bad = content.invalid(running, service.progress)
+        if bad:
+            names = "; ".join(f"{name}: {errors}" for name, errors in bad.items())
+            raise MigrateError(
+                f"MongoDB {version} finds {', '.join(bad)} invalid before the step ({names}); repair it first "
+                "(mongod --repair, or drop the collection and restore it from a dump)"
+            )
         expected = content.fingerprint(running, service.progress, f"fingerprint of MongoDB {version}")
         if tools:
             with service.progress.task("mongodump --archive"):

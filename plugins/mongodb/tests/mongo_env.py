@@ -98,7 +98,7 @@ class Instance:
         sock = self.run_dir / "test.sock"
         argv = [str(package(version) / "bin" / "mongod"), "--dbpath", str(self.db_path), "--bind_ip", str(sock)]
         server = provision.Server(argv, user=self.user, log=self.run_dir / "test.log")
-        client = pymongo.MongoClient(f"mongodb://{quote(str(sock), safe='')}/?directConnection=true",
+        client: Any = pymongo.MongoClient(f"mongodb://{quote(str(sock), safe='')}/?directConnection=true",
                                      serverSelectionTimeoutMS=2000)  # fmt: skip
 
         def ready() -> bool:
@@ -156,3 +156,20 @@ class Rig(ServiceRig):
 
     def settings(self) -> dict[str, Any]:
         return self.instance.settings(self.versions, **self.extra)
+
+
+def state(instance: Instance) -> str:
+    """The FCV and the corpus digest, read by the first stand-in that opens the data ("no data"
+    for an empty dbpath): what the conformance suite compares."""
+    from nixos_migrate_mongodb import installation
+
+    if not installation.has_data(instance.db_path):
+        return "no data"
+    for version in ALL:
+        try:
+            with instance.running(version) as client:
+                found = client.admin.command({"getParameter": 1, "featureCompatibilityVersion": 1})
+                return f"{dict(found['featureCompatibilityVersion'])}: {fingerprint(client)}"
+        except provision.ProvisionError:
+            continue
+    raise AssertionError(f"no stand-in mongod opens {instance.db_path}")

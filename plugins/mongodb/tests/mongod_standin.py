@@ -667,12 +667,13 @@ class Standin:
                 errors.append(f"document {d.get('_id')!r} exceeds the BSON size limit")
         for (index_ns, name), (fields, sparse, _) in self.store.unique.items():
             if index_ns == ns:
-                keys = [self.store._key(fields, sparse, d) for d in self.store.coll(ns).find({})]
-                present = [k for k in keys if k is not None]
+                found = [self.store._key(fields, sparse, d) for d in self.store.coll(ns).find({})]
+                present = [k for k in found if k is not None]
                 if len(set(present)) != len(present):
                     errors.append(f"unique index {name} holds duplicate keys")
-        if "standinCorrupt" in meta["options"]:
-            errors.append(f"corrupt record: {meta['options']['standinCorrupt']}")
+        damage = meta["options"].get("standinCorrupt")  # a test's damage, from a major on
+        if damage and MAJORS.index(self.major) >= MAJORS.index(damage.get("from", MAJORS[0])):
+            errors.append(damage["error"])
         keys = {spec["name"]: count for spec in meta["indexes"]}
         return {"ns": f"{db}.{ns[1]}", "nInvalidDocuments": 0, "nrecords": count, "nIndexes": len(keys),
                 "keysPerIndex": keys, "valid": not errors, "errors": errors[:20], "warnings": []}  # fmt: skip
