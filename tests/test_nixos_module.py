@@ -384,6 +384,36 @@ def test_a_mysql_service_gets_its_settings_and_ordering_from_services_mysql(serv
     )
 
 
+MONGODB_DEFAULTS = f"""(import {REPO}/plugins/mongodb/nixos-defaults.nix {{
+  current = "7.0"; dbpath = "/var/db/mongodb";
+  packages = {{ "6.0" = "/nix/store/a-mongodb-6.0.19"; "7.0" = "/nix/store/b-mongodb-7.0.14"; }};
+}})"""
+
+
+@pytest.mark.parametrize(
+    "service",
+    [
+        '{ target = "7.0"; }',  # the generic spelling: the plugin is the service's name
+        '{ plugin = "mongodb"; target = "7.0"; autoApply = false; accept = [ ]; }',  # what the fragment declares
+    ],
+)
+def test_a_mongodb_service_gets_its_settings_and_ordering_from_services_mongodb(service):
+    config = f"{{ defaults.mongodb = {MONGODB_DEFAULTS}; services.mongodb = {service}; }}"
+    svc = declared_service(config, "mongodb", "mongodb.service", "mongodb")
+    assert svc["settings"] == {
+        "db_path": "/var/db/mongodb",
+        "packages": {"6.0": "/nix/store/a-mongodb-6.0.19", "7.0": "/nix/store/b-mongodb-7.0.14"},
+    }
+    member = nix_eval(
+        f'import {REPO}/plugins/mongodb/nixos-defaults.nix {{ current = "7.0"; packages = {{ "7.0" = "/p"; }};'
+        ' replSetName = "rs0"; user = "mdb"; }'
+    )
+    assert member["settings"]["replica_set"] == "rs0" and member["user"] == "mdb"
+    assert "lacks the current major 8.0" in nix_error(
+        f'import {REPO}/plugins/mongodb/nixos-defaults.nix {{ current = "8.0"; packages = {{ "7.0" = "/p"; }}; }}'
+    )
+
+
 GITLAB_DEFAULTS = f"""(import {REPO}/plugins/gitlab/nixos-defaults.nix {{
   current = "17.8"; statePath = "/var/gitlab/state"; databaseHost = ""; databasePasswordFile = "/run/keys/db";
   backupSkip = [ "registry" ]; psql = "/nix/store/p-postgresql-16/bin/psql";
@@ -446,7 +476,7 @@ def test_the_module_imports_every_plugins_fragment():
     assert "services.postgresql" not in module and "services.openldap" not in module
     assert "imports = fragments;" in module and "fragments = pure.fragments ../plugins;" in module
     found = nix_eval(f"map toString (lib.fragments {REPO}/plugins)")
-    assert sorted(Path(f).parent.name for f in found) == ["gitlab", "ldap", "mysql", "postgresql", "redis"]
+    assert sorted(Path(f).parent.name for f in found) == ["gitlab", "ldap", "mongodb", "mysql", "postgresql", "redis"]
 
 
 def test_null_option_values_are_left_out_as_the_module_passes_them():
@@ -473,5 +503,5 @@ def test_the_convenience_options_every_plugin_shares():
     assert (options["autoApply"]["type"], options["autoApply"]["default"]) == ("bool", False)
     assert options["previousPackages"]["type"] == "list of package" and options["accept"]["default"] == []
     assert "postgresql.service" in options["autoApply"]["description"]
-    for fragment in ("postgresql", "ldap", "mysql", "gitlab", "redis"):
+    for fragment in ("postgresql", "ldap", "mysql", "gitlab", "redis", "mongodb"):
         assert "import ../../nixos/convenience.nix lib" in (REPO / "plugins" / fragment / "nixos.nix").read_text()

@@ -341,8 +341,8 @@ def _restore_dump(service: Service, backup: BackupRecord) -> None:
         else:
             dump.load(running, source, service.progress, s.batch)
     for path in s.db_path.iterdir():
-        if path.name == STAGING:
-            continue
+        if path.name.startswith("."):
+            continue  # the staging directory, and what is not mongod's (NixOS's .auth_setup_complete)
         shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
     for path in staging.iterdir():
         path.rename(s.db_path / path.name)

@@ -311,6 +311,8 @@ class Standin:
         self.store.dirty = True
         self.store.checkpoint()
         (self.store.dbpath / "mongod.lock").write_text("")
+        if "/" in self.options.bind_ip:
+            Path(self.options.bind_ip).unlink(missing_ok=True)  # mongod removes its sockets
         log("shutting down with code:0")
 
     def serve(self) -> int:
@@ -655,7 +657,9 @@ class Standin:
         errors: list[str] = []
         count = 0
         seen_ids: set[bytes] = set()
-        for d in self.store.coll(ns).find({}):
+        store = self.store.coll(ns)._store
+        documents = list(store.documents) if store.is_created else []  # as stored, not copied by find
+        for d in documents:
             count += 1
             if "_id" not in d:
                 errors.append("a document without _id")
@@ -667,7 +671,7 @@ class Standin:
                 errors.append(f"document {d.get('_id')!r} exceeds the BSON size limit")
         for (index_ns, name), (fields, sparse, _) in self.store.unique.items():
             if index_ns == ns:
-                found = [self.store._key(fields, sparse, d) for d in self.store.coll(ns).find({})]
+                found = [self.store._key(fields, sparse, d) for d in documents]
                 present = [k for k in found if k is not None]
                 if len(set(present)) != len(present):
                     errors.append(f"unique index {name} holds duplicate keys")
