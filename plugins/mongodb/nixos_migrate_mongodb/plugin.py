@@ -150,11 +150,15 @@ def _fcv_gate(service: Service, step: Step) -> Check:
     found = fcv.get("version")
     unfinished = fcv.get("targetVersion") or fcv.get("previousVersion")
     name = f"featureCompatibilityVersion is {major}"
+    if fcv == {"version": major, "targetVersion": step.to_version} and step.direction == "up":
+        return Check(name, True, f"{major}, on its way to {step.to_version}: the step finishes that change")
     if unfinished:
-        going = fcv.get("targetVersion")
-        return Check(name, False, f"a change of the FCV from {fcv.get('previousVersion') or found} to {going} was "
-                     f"interrupted: finish it with setFeatureCompatibilityVersion {going!r} on mongod "
-                     f"{max(found or going or '', going or '', key=versions.key)}, then run again")  # fmt: skip
+        going = fcv.get("targetVersion") or ""
+        # the change runs on the newer of the two majors, which alone opens the data meanwhile
+        binary = max((v for v in (found, going, fcv.get("previousVersion")) if v), key=versions.key)
+        came = fcv.get("previousVersion") or found
+        return Check(name, False, f"a change of the FCV from {came} to {going} was interrupted: finish it with "
+                     f"setFeatureCompatibilityVersion {going!r} on mongod {binary}, then run again")  # fmt: skip
     if found != major:
         return Check(name, False, f"the data's FCV is {found}: raise it to {major} first (or plan from {found})")
     return Check(name, True, f"{found}")
@@ -211,7 +215,9 @@ def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
     version = step.from_version or ""
     dump_dir = service.private_dir(dest / DUMP)
     tools = installation.dump_tools(s, version)
-    with server.running(service, version, s.db_path) as running:
+    # the data's own major, or the newer one while an FCV change it finishes is under way
+    binary = _opener(s, read_fcv(service) or {"version": version})
+    with server.running(service, binary, s.db_path) as running:
         # data the server already finds damaged is repaired first, not moved: after the step
         # nothing could tell its damage from the step's
         bad = content.invalid(running, service.progress)
@@ -277,9 +283,11 @@ def up(service: Service, step: Step) -> bool:
     _forget(service)
     with server.running(service, target, s.db_path) as running:
         fcv = running.fcv()
-        if set(fcv) - {"version"} or fcv["version"] not in (source, target):
+        # a step resumed after a crash in setFeatureCompatibilityVersion finds it half done:
+        # the same command finishes it
+        if fcv not in ({"version": source}, {"version": source, "targetVersion": target}, {"version": target}):
             raise MigrateError(f"mongod {target} found FCV {json.dumps(fcv)} on the data, not {source}")
-        if fcv["version"] != target:
+        if fcv != {"version": target}:
             with service.progress.task(f"setFeatureCompatibilityVersion {target}"):
                 running.set_fcv(target, confirm=versions.needs_confirm(target))
         checks = _checked(running, service, target)
@@ -368,12 +376,14 @@ def restore(service: Service, backup: BackupRecord) -> bool:
     return True
 
 
-def _binary_for(s: MongoSettings, fcv: str) -> str:
-    """The mongod to open data of FCV `fcv` with: its own major, else the next one."""
+def _opener(s: MongoSettings, fcv: dict[str, str]) -> str:
+    """The oldest major of the packages whose mongod opens data with this FCV document (the FCV's
+    own major, else the one after it; during a change of it, the newer of the two)."""
+    values = [v for v in (fcv.get("version"), fcv.get("targetVersion"), fcv.get("previousVersion")) if v]
     for version in versions.MAJORS:
-        if version in s.packages and versions.openable(version, fcv):
+        if version in s.packages and all(versions.openable(version, v) for v in values):
             return version
-    raise UsageError(f"settings.packages has no mongod that opens data of FCV {fcv} ({fcv} or the major after it)")
+    raise UsageError(f"settings.packages has no mongod that opens data of FCV {json.dumps(fcv)}")
 
 
 @hookimpl
@@ -388,7 +398,7 @@ def verify(service: Service) -> list[Check]:
     recorded = checkrecord.take(service, _stamped(s), version)
     if recorded is not None:
         return recorded
-    binary = _binary_for(s, version)
+    binary = _opener(s, fcv)
     checks = []
     try:
         with server.running(service, binary, s.db_path) as running:

@@ -18,19 +18,34 @@ def _small(tmp_path: Path, version: str) -> Instance:
     return make_instance(tmp_path, version, orders=500, big=False)
 
 
-def test_an_interrupted_fcv_change_is_refused(tmp_path: Path) -> None:
-    instance = _small(tmp_path, "5.0")
-    with instance.running("6.0") as client:  # 6.0 opens it and was stopped in the middle of raising it
-        client.admin["system.version"].update_one(
-            {"_id": "featureCompatibilityVersion"}, {"$set": {"targetVersion": "6.0"}}
-        )
+def _interrupted(instance: Instance, binary: str, fcv_doc: dict[str, str]) -> None:
+    """The FCV document as an interrupted setFeatureCompatibilityVersion leaves it."""
+    with instance.running(binary) as client:
+        client.admin["system.version"].replace_one({"_id": "featureCompatibilityVersion"}, fcv_doc)
+
+
+def test_an_interrupted_fcv_downgrade_is_refused(tmp_path: Path) -> None:
+    instance = _small(tmp_path, "6.0")
+    _interrupted(instance, "6.0", {"version": "5.0", "targetVersion": "5.0", "previousVersion": "6.0"})
     before = content(instance, "6.0")
     rig = Rig(tmp_path, instance)
-    result = rig.cli("7.0", "up")
+    result = rig.cli("6.0", "up")
     assert result.code == 3, result.output
-    assert "was interrupted: finish it with setFeatureCompatibilityVersion '6.0' on mongod 6.0" in result.stderr
+    assert ("a change of the FCV from 6.0 to 5.0 was interrupted: finish it with setFeatureCompatibilityVersion "
+            "'5.0' on mongod 6.0") in result.stderr  # fmt: skip
     assert content(instance, "6.0") == before
-    assert fcv(instance, "6.0") == {"version": "5.0", "targetVersion": "6.0"}
+    assert fcv(instance, "6.0") == {"version": "5.0", "targetVersion": "5.0", "previousVersion": "6.0"}
+
+
+def test_an_interrupted_fcv_upgrade_is_finished_by_its_step(tmp_path: Path) -> None:
+    instance = _small(tmp_path, "5.0")
+    before = content(instance, "5.0")
+    _interrupted(instance, "6.0", {"version": "5.0", "targetVersion": "6.0"})
+    rig = Rig(tmp_path, instance)
+    result = rig.cli("6.0", "up")
+    assert result.code == 0, result.output
+    assert fcv(instance, "6.0") == {"version": "6.0"}
+    assert content(instance, "6.0") == before
 
 
 def test_data_too_old_for_every_package_is_refused_with_mongods_words(tmp_path: Path) -> None:
