@@ -414,6 +414,22 @@ def test_a_mongodb_service_gets_its_settings_and_ordering_from_services_mongodb(
     )
 
 
+def test_a_jupyterhub_service_gets_its_settings_and_ordering_from_services_jupyterhub():
+    defaults = (
+        f'(import {REPO}/plugins/jupyterhub/nixos-defaults.nix {{ current = "5.5"; stateDirectory = "hub";'
+        ' packages = { "4.1" = "/nix/store/a-python3-env"; "5.5" = "/nix/store/b-python3-env"; }; })'
+    )
+    config = f'{{ defaults.jupyterhub = {defaults}; services.jupyterhub = {{ target = "5.5"; }}; }}'
+    svc = declared_service(config, "jupyterhub", "jupyterhub.service", "root")
+    assert svc["settings"] == {
+        "data_dir": "/var/lib/hub",
+        "packages": {"4.1": "/nix/store/a-python3-env", "5.5": "/nix/store/b-python3-env"},
+    }
+    assert "lacks the current series 6.1" in nix_error(
+        f'import {REPO}/plugins/jupyterhub/nixos-defaults.nix {{ current = "6.1"; packages = {{ "5.5" = "/p"; }}; }}'
+    )
+
+
 GITLAB_DEFAULTS = f"""(import {REPO}/plugins/gitlab/nixos-defaults.nix {{
   current = "17.8"; statePath = "/var/gitlab/state"; databaseHost = ""; databasePasswordFile = "/run/keys/db";
   backupSkip = [ "registry" ]; psql = "/nix/store/p-postgresql-16/bin/psql";
@@ -476,7 +492,15 @@ def test_the_module_imports_every_plugins_fragment():
     assert "services.postgresql" not in module and "services.openldap" not in module
     assert "imports = fragments;" in module and "fragments = pure.fragments ../plugins;" in module
     found = nix_eval(f"map toString (lib.fragments {REPO}/plugins)")
-    assert sorted(Path(f).parent.name for f in found) == ["gitlab", "ldap", "mongodb", "mysql", "postgresql", "redis"]
+    assert sorted(Path(f).parent.name for f in found) == [
+        "gitlab",
+        "jupyterhub",
+        "ldap",
+        "mongodb",
+        "mysql",
+        "postgresql",
+        "redis",
+    ]
 
 
 def test_null_option_values_are_left_out_as_the_module_passes_them():
@@ -503,5 +527,5 @@ def test_the_convenience_options_every_plugin_shares():
     assert (options["autoApply"]["type"], options["autoApply"]["default"]) == ("bool", False)
     assert options["previousPackages"]["type"] == "list of package" and options["accept"]["default"] == []
     assert "postgresql.service" in options["autoApply"]["description"]
-    for fragment in ("postgresql", "ldap", "mysql", "gitlab", "redis", "mongodb"):
+    for fragment in ("postgresql", "ldap", "mysql", "gitlab", "redis", "mongodb", "jupyterhub"):
         assert "import ../../nixos/convenience.nix lib" in (REPO / "plugins" / fragment / "nixos.nix").read_text()

@@ -327,6 +327,24 @@ def run_as(user: pwd.struct_passwd, argv: Sequence[str | Path], input: str | Non
     return result.stdout
 
 
+def _reachable(path: Path) -> bool:
+    return all(p.stat().st_mode & 0o001 for p in path.parents) and bool(path.stat().st_mode & 0o001)
+
+
+def shared_python() -> Path:
+    """This Python, or one of the same version that other users (the server user) may run: a
+    Python under a 0700 home is not. Programs run with it put this environment's site-packages
+    on their path themselves."""
+    own = Path(sys.executable).resolve()
+    if _reachable(own):
+        return own
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (Path(f"/usr/bin/python{version}"), Path(f"/usr/local/bin/python{version}")):
+        if candidate.is_file() and _reachable(candidate.resolve()):
+            return candidate
+    raise ProvisionError(f"no Python {version} the server user may run (this one is {own})")
+
+
 def traversable(path: Path) -> Path:
     """Let other users walk down to `path` (pytest's temporary directories are 0700)."""
     for parent in [path, *path.parents]:

@@ -12,7 +12,6 @@ import contextlib
 import os
 import pwd
 import site
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,29 +30,11 @@ ALL = tuple(RELEASES)
 TESTS = Path(__file__).resolve().parent
 
 
-def _reachable(path: Path) -> bool:
-    """Whether other users may run `path` (the server user runs the stand-in)."""
-    return all(p.stat().st_mode & 0o001 for p in path.parents) and bool(path.stat().st_mode & 0o001)
-
-
-def interpreter() -> str:
-    """This Python, or one of the same version the server user can run (a Python under a 0700
-    home is not), with this environment's site-packages put on its path by the script."""
-    own = Path(sys.executable).resolve()
-    if _reachable(own):
-        return str(own)
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    for candidate in (Path(f"/usr/bin/python{version}"), Path(f"/usr/local/bin/python{version}")):
-        if candidate.is_file() and _reachable(candidate.resolve()):
-            return str(candidate)
-    raise provision.ProvisionError(f"no Python {version} the server user may run (this one is {own})")
-
-
 def package(version: str) -> Path:
     """The stand-in's prefix of `version` (made once per machine and Python)."""
     root = Path(tempfile.gettempdir()) / f"nixos-migrate-mongod-standin-{os.getuid()}" / version
     program = root / "bin" / "mongod"
-    text = prefix_script(interpreter(), [str(TESTS), *site.getsitepackages()], RELEASES[version][0])
+    text = prefix_script(str(provision.shared_python()), [str(TESTS), *site.getsitepackages()], RELEASES[version][0])
     if not program.is_file() or program.read_text() != text:
         program.parent.mkdir(parents=True, exist_ok=True)
         tmp = program.with_name(f"mongod.{os.getpid()}")

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nixos_migrate import checkrecord, filebackup
+from nixos_migrate import checkrecord, filebackup, processes
 from nixos_migrate.context import Service
 from nixos_migrate.errors import MigrateError
 from nixos_migrate.fingerprint import tree_size
@@ -67,23 +67,6 @@ def plan(service: Service, current: str | None, target: str) -> list[Step]:
     return steps
 
 
-def _running_servers(data_dir: Path) -> list[int]:
-    """Pids of redis/valkey servers working in `data_dir` (a server changes into its `dir`)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if Path(os.readlink(entry / "cwd")) != data_dir:
-                continue
-            argv = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"redis-server" in argv or b"valkey-server" in argv:
-            found.append(int(entry.name))
-    return found
-
-
 @hookimpl
 def check(service: Service, step: Step) -> list[Check]:
     s = installation.settings_of(service)
@@ -102,7 +85,7 @@ def check(service: Service, step: Step) -> list[Check]:
         return checks
     unit = service.control.unit
     active = bool(unit) and service.control.is_active()
-    pids = [] if active else _running_servers(s.data_dir)
+    pids = [] if active else processes.working_in(s.data_dir, (b"redis-server", b"valkey-server"))
     if active:
         checks.append(Check("server stopped before the step", True, f"{unit} runs now; `up` stops it first"))
     else:

@@ -1,0 +1,1 @@
+"""nixos-migrate plugin for JupyterHub."""

@@ -1,0 +1,250 @@
+"""The `jupyterhub` plugin: JupyterHub's database, whose schema the hub's alembic migrations move.
+
+The version of the data is the alembic revision in `alembic_version`, mapped to the release that
+writes it (versions.py); a revision no known release writes is refused by name. An up step runs
+`jupyterhub upgrade-db` of the next release (its venv's bin first on PATH: it calls alembic); a
+down step runs alembic's downgrade with the newer release's scripts (which drop what that release
+added, so it carries a warning). Before either, `backup` copies the SQLite database through
+SQLite's backup API (consistent even if something has it open) and the cookie secret, and takes a
+fingerprint of the hub's tables by column; after it, the rows are compared on the columns both
+revisions have. `verify` starts the hub of the data's release on a copy of the database on a
+loopback port and asks `/hub/api` for its version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from nixos_migrate import appschema, processes
+from nixos_migrate.context import Service
+from nixos_migrate.errors import MigrateError
+from nixos_migrate.fingerprint import file_digest
+from nixos_migrate.hookspecs import hookimpl
+from nixos_migrate.model import BackupInfo, BackupRecord, Check, Step
+from nixos_migrate_jupyterhub import hub, versions
+from nixos_migrate_jupyterhub.settings import JupyterhubSettings
+
+EXPECTED = "expected.json"
+DATABASE = "jupyterhub.sqlite"
+COOKIE_SECRET_FILE = "cookie_secret"  # noqa: S105 - a file name, not a secret
+
+
+@hookimpl
+def settings_model() -> type[JupyterhubSettings]:
+    return JupyterhubSettings
+
+
+def _is_sqlite(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(16) == b"SQLite format 3\0"
+
+
+@hookimpl
+def detect_version(service: Service) -> str | None:
+    s = hub.settings_of(service)
+    db = hub.database(s)
+    if not db.is_file():
+        return None
+    if not _is_sqlite(db):
+        raise MigrateError(f"{db} (settings.db_url) is not an SQLite database")
+    revision = appschema.sqlite_revision(db, "alembic_version", "version_num")
+    if revision is None:
+        raise MigrateError(f"{db} has no alembic_version table: it is not a JupyterHub database")
+    return versions.RELEASES.release_of(revision)
+
+
+@hookimpl
+def plan(service: Service, current: str | None, target: str) -> list[Step]:
+    return appschema.plan(
+        versions.RELEASES,
+        current,
+        target,
+        describe_up=lambda a, b: f"jupyterhub upgrade-db of {b} (alembic {versions.RELEASES.revisions[b]})",
+        reversible=lambda newer, older: True,
+        describe_down=lambda newer, older: (
+            f"alembic downgrade to {versions.RELEASES.revisions[older]} with {newer}'s migration scripts"
+        ),
+        down_warning=lambda newer, older: (
+            f"the downgrade drops what JupyterHub {newer} added to the schema (its new columns and tables, "
+            "with their data)"
+        ),
+    )
+
+
+@hookimpl
+def check(service: Service, step: Step) -> list[Check]:
+    s = hub.settings_of(service)
+    needed = [step.to_version] if step.direction == "up" else [step.from_version or "", step.to_version]
+    problems = []
+    for version in dict.fromkeys(needed):
+        try:
+            hub.release(s, version)
+        except MigrateError as exc:
+            problems.append(exc.message)
+    checks = [Check(f"jupyterhub of {' and '.join(dict.fromkeys(needed))}", not problems, "; ".join(problems))]
+    db = hub.database(s)
+    if db.is_file():
+        checks.append(appschema.sqlite_integrity(db))
+        need = db.stat().st_size * 2 + (16 << 20)
+        free = shutil.disk_usage(db.parent).free
+        checks.append(Check(f"room in {db.parent}", free >= need, f"{free >> 20} MiB free, {need >> 20} MiB needed"))
+    if step.direction == "down" and not problems:
+        checks.append(_rehearse(service, step))
+    unit = service.control.unit
+    if unit and service.control.is_active():
+        checks.append(Check("hub stopped before the step", True, f"{unit} runs now; the step stops it first"))
+    else:
+        pids = processes.working_in(s.data_dir, (b"jupyterhub",))
+        detail = f"pid {', '.join(map(str, pids))} works in {s.data_dir}; stop it, or set `unit`" if pids else ""
+        checks.append(Check("hub not running", not pids, detail))
+    return checks
+
+
+def _rehearsal(service: Service, version: str) -> Path:
+    return service.state_dir / "rehearsal" / f"at-{version}.sqlite"
+
+
+def _rehearse(service: Service, step: Step) -> Check:
+    """The downgrade run on a copy first: alembic's reversal scripts are the least exercised code
+    of a release (and may not run with the libraries it is packaged with). The copy the
+    rehearsal of one step leaves is where the rehearsal of the next one starts."""
+    newer, older = step.from_version or "", step.to_version
+    name = f"alembic downgrade {newer} -> {older} rehearsed on a copy"
+    db = hub.database(hub.settings_of(service))
+    source = db if detect_version(service) == newer else _rehearsal(service, newer)
+    if not source.is_file():
+        return Check(name, True, "not rehearsed: an earlier step's rehearsal did not leave a copy")
+    copy = _rehearsal(service, older)
+    service.private_dir(copy.parent)
+    appschema.sqlite_copy(source, copy)
+    if os.geteuid() == 0:
+        os.chown(copy, service.run.identity.uid, service.run.identity.gid)
+    try:
+        hub.downgrade(service, newer, versions.RELEASES.revisions[older], db=copy)
+    except MigrateError as exc:
+        copy.unlink(missing_ok=True)
+        last = exc.message.strip().splitlines()[-1] if exc.message.strip() else exc.message
+        restore = f"restore the backup taken before {older} -> {newer} (`nixos-migrate backups`, `restore`)"
+        return Check(name, False, f"JupyterHub {newer}'s downgrade fails on this database ({last}): {restore}")
+    found = appschema.sqlite_revision(copy, "alembic_version", "version_num")
+    return Check(name, found == versions.RELEASES.revisions[older], f"the copy is at {found}")
+
+
+@hookimpl
+def backup_size(service: Service, step: Step) -> int | None:
+    db = hub.database(hub.settings_of(service))
+    return db.stat().st_size if db.is_file() else 0
+
+
+@hookimpl
+def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
+    s = hub.settings_of(service)
+    db = hub.database(s)
+    appschema.sqlite_copy(db, dest / DATABASE)
+    if s.secret.is_file():
+        shutil.copy2(s.secret, dest / COOKIE_SECRET_FILE)
+    expected = appschema.fingerprint(dest / DATABASE, versions.TABLES)
+    (dest / EXPECTED).write_text(json.dumps(expected))
+    (service.state_dir / EXPECTED).write_text(json.dumps(expected))
+    summary = ", ".join(f"{t} {v['count']}" for t, v in expected.items() if v["count"])
+    size = sum(p.stat().st_size for p in dest.iterdir())
+    return BackupInfo("sqlite", dest, size, file_digest(dest / DATABASE), {"content": summary})
+
+
+def _expected(service: Service) -> dict[str, Any]:
+    path = service.state_dir / EXPECTED
+    if not path.is_file():
+        raise MigrateError(f"no fingerprint of the database before the step ({path})", hint="run the step again")
+    return dict(json.loads(path.read_text()))
+
+
+def _after(service: Service, version: str) -> None:
+    """The database at `version`'s revision, intact, its rows as before."""
+    db = hub.database(hub.settings_of(service))
+    revision = appschema.sqlite_revision(db, "alembic_version", "version_num")
+    wanted = versions.RELEASES.revisions[version]
+    checks = [
+        Check("schema revision", revision == wanted, f"{revision} (JupyterHub {version}: {wanted})"),
+        appschema.sqlite_integrity(db),
+        appschema.compare(_expected(service), appschema.fingerprint(db, versions.TABLES), versions.TABLES),
+    ]
+    failed = [f"{c.name}: {c.detail}" for c in checks if not c.ok]
+    if failed:
+        raise MigrateError(f"JupyterHub {version}: {'; '.join(failed)}")
+
+
+@hookimpl
+def up(service: Service, step: Step) -> bool:
+    s = hub.settings_of(service)
+    db = hub.database(s)
+    beside = set(db.parent.glob(f"{db.name}.*"))
+    try:
+        with service.progress.task(f"jupyterhub upgrade-db of {step.to_version}"):
+            hub.upgrade_db(service, step.to_version)
+    finally:
+        # upgrade-db leaves its own copy of the old database beside it: the step's backup is that
+        for path in set(db.parent.glob(f"{db.name}.*")) - beside:
+            path.unlink()
+    _after(service, step.to_version)
+    return True
+
+
+@hookimpl
+def down(service: Service, step: Step) -> bool:
+    newer, older = step.from_version or "", step.to_version
+    shutil.rmtree(service.state_dir / "rehearsal", ignore_errors=True)
+    with service.progress.task(f"alembic downgrade with JupyterHub {newer}'s scripts"):
+        hub.downgrade(service, newer, versions.RELEASES.revisions[older])
+    _after(service, older)
+    return True
+
+
+@hookimpl
+def restore(service: Service, backup: BackupRecord) -> bool:
+    s = hub.settings_of(service)
+    db = hub.database(s)
+    saved = Path(backup.path) / DATABASE
+    if not saved.is_file() or file_digest(saved) != backup.checksum:
+        raise MigrateError(f"backup {backup.id}: {saved} is missing or does not match its checksum; it was not used")
+    for suffix in ("-wal", "-shm", "-journal"):
+        db.with_name(db.name + suffix).unlink(missing_ok=True)
+    tmp = db.with_name(f".{db.name}.nixos-migrate-restore")
+    shutil.copyfile(saved, tmp)
+    if db.exists():  # the database's owner and mode, not the backup's
+        shutil.copystat(db, tmp)
+        stat = db.stat()
+        os.chown(tmp, stat.st_uid, stat.st_gid)
+    tmp.replace(db)
+    if (Path(backup.path) / COOKIE_SECRET_FILE).is_file():
+        shutil.copy2(Path(backup.path) / COOKIE_SECRET_FILE, s.secret)
+    if (Path(backup.path) / EXPECTED).is_file():
+        shutil.copyfile(Path(backup.path) / EXPECTED, service.state_dir / EXPECTED)
+    return True
+
+
+@hookimpl
+def verify(service: Service) -> list[Check]:
+    s = hub.settings_of(service)
+    version = detect_version(service)
+    if version is None:
+        return [Check("database present", False, f"no database at {hub.database(s)}")]
+    db = hub.database(s)
+    checks = [appschema.sqlite_integrity(db)]
+    try:
+        with hub.private_hub(service, version) as answer:
+            found = str(answer.get("version", ""))
+            checks.append(Check(f"JupyterHub {version} starts on the database", versions.series(found) == version,
+                                f"/hub/api says version {found}"))  # fmt: skip
+    except MigrateError as exc:
+        checks.append(Check(f"JupyterHub {version} starts on the database", False, exc.message))
+    found_rows = appschema.fingerprint(db, versions.TABLES)
+    expected = service.state_dir / EXPECTED
+    if service.step is not None and expected.is_file():
+        checks.append(appschema.compare(json.loads(expected.read_text()), found_rows, versions.TABLES))
+    else:
+        checks.append(Check("rows", True, ", ".join(f"{t} {v['count']}" for t, v in found_rows.items())))
+    return checks

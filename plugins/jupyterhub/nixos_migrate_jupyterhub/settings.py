@@ -1,0 +1,52 @@
+"""Settings of the `jupyterhub` plugin (`services.<name>.settings`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from nixos_migrate.manifest import AbsolutePath, checked_versions
+from nixos_migrate_jupyterhub import versions
+
+
+class JupyterhubSettings(BaseModel):
+    """
+    data_dir: the hub's working directory (NixOS: /var/lib/jupyterhub), where a relative sqlite
+        URL and the cookie secret live.
+    db_url: the hub's database (`c.JupyterHub.db_url`): `sqlite:///jupyterhub.sqlite` (relative
+        to data_dir, the default) or `sqlite:////abs/path`. A PostgreSQL or MySQL database is
+        refused by name: this plugin moves SQLite databases.
+    packages: release series ("5.5") -> a prefix or venv holding bin/jupyterhub (and the Python
+        that runs it).
+    cookie_secret: the cookie secret file (default data_dir/jupyterhub_cookie_secret), backed up
+        and restored with the database.
+    port: the loopback port of the private hub verify starts (default: a free one).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    data_dir: AbsolutePath
+    db_url: str = Field(default="sqlite:///jupyterhub.sqlite", pattern=r"^[a-z+]+://")
+    packages: dict[str, AbsolutePath] = {}
+    cookie_secret: AbsolutePath | None = None
+    port: int | None = Field(default=None, ge=1024, le=65535)
+
+    @field_validator("packages")
+    @classmethod
+    def _series(cls, packages: dict[str, Path]) -> dict[str, Path]:
+        checked_versions(packages, versions.RELEASES.key)
+        return packages
+
+    @property
+    def database(self) -> Path:
+        """The SQLite file of db_url."""
+        scheme, _, rest = self.db_url.partition("://")
+        if scheme != "sqlite":
+            raise ValueError(f"db_url {scheme}://…: this plugin moves SQLite databases")
+        path = Path(rest.removeprefix("/"))
+        return path if path.is_absolute() else self.data_dir / path
+
+    @property
+    def secret(self) -> Path:
+        return self.cookie_secret or self.data_dir / "jupyterhub_cookie_secret"
