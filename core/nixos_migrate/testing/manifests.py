@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import pwd
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from nixos_migrate.testing.cli import CliResult, run_cli
 
@@ -34,21 +35,38 @@ class ManifestBuilder:
         return target
 
 
+class RigInstance(Protocol):
+    """What a plugin's test helpers call an instance: a data directory owned by `user`, and the
+    settings of the plugin that name it with the packages of `versions`."""
+
+    @property
+    def user(self) -> pwd.struct_passwd: ...
+
+    def settings(self, versions: tuple[str, ...], **extra: Any) -> dict[str, Any]: ...
+
+
 class ServiceRig:
-    """A manifest holding one service of a plugin, and the CLI bound to it: each `cli(target,
-    *args, **spec)` writes the service with its current settings (`settings()`) and runs
-    `nixos-migrate` on the manifest. Plugins' test helpers subclass it with their own instance."""
+    """A manifest holding one service of a plugin over `instance`, and the CLI bound to it: each
+    `cli(target, *args, **spec)` writes the service (run as the instance's user, with
+    `instance.settings(versions, **settings)`) and runs `nixos-migrate` on the manifest.
+    Plugins' test helpers subclass it naming `plugin`, `service_name` and the default
+    `versions`."""
 
     plugin = ""
     service_name = ""
+    versions: tuple[str, ...] = ()
 
-    def __init__(self, root: Path, user: str) -> None:
+    def __init__(self, root: Path, instance: RigInstance, versions: tuple[str, ...] | None = None,
+                 **settings: Any) -> None:  # fmt: skip
         self.root = root
-        self.user = user
+        self.instance = instance
+        self.user = instance.user.pw_name
+        self.versions = self.versions if versions is None else versions
+        self.extra = settings
         self.builder = ManifestBuilder(root)
 
     def settings(self) -> dict[str, Any]:
-        raise NotImplementedError
+        return self.instance.settings(self.versions, **self.extra)
 
     def cli(self, target: str, *args: str, env: dict[str, str] | None = None, **spec: Any) -> CliResult:
         self.builder.service(

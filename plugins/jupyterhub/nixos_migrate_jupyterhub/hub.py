@@ -103,9 +103,22 @@ def program(s: JupyterhubSettings, version: str, name: str = "jupyterhub") -> Pa
     return found
 
 
+def _installed(root: Path) -> str | None:
+    """The jupyterhub release installed in the environment `root`, from its distribution's
+    metadata (a venv and a nixpkgs python3.withPackages environment both have it): reading it
+    costs nothing, asking `jupyterhub --version` imports the whole hub."""
+    found = sorted(root.glob("lib/python3*/site-packages/jupyterhub-*.dist-info"))
+    if len(found) != 1:
+        return None
+    return found[0].name.removeprefix("jupyterhub-").removesuffix(".dist-info")
+
+
 def release(s: JupyterhubSettings, version: str) -> str:
-    """What the package's jupyterhub says it is, checked against the series it is given for."""
+    """What the package's jupyterhub is, checked against the series it is given for."""
     hub = program(s, version)
+    found = _installed(prefix(s, version))
+    if found is not None:
+        return _filed(version, found)
     try:
         out = subprocess.run([str(hub), "--version"], capture_output=True, text=True, timeout=120, check=False)
     except OSError as exc:
@@ -113,6 +126,10 @@ def release(s: JupyterhubSettings, version: str) -> str:
     found = out.stdout.strip().split()[-1] if out.stdout.strip() else ""
     if out.returncode != 0 or not found[:1].isdigit():
         raise MigrateError(f"{hub} --version did not say a version: {(out.stdout + out.stderr).strip()[-300:]}")
+    return _filed(version, found)
+
+
+def _filed(version: str, found: str) -> str:
     if versions.series(found) != version:
         raise UsageError(
             f"settings.packages.{version!r} holds JupyterHub {found}", hint=f"put it under {versions.series(found)!r}"

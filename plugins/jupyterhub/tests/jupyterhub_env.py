@@ -161,11 +161,4 @@ class Rig(ServiceRig):
     plugin = "jupyterhub"
     service_name = "hub"
 
-    def __init__(self, root: Path, instance: Instance, versions: tuple[str, ...] = ALL, **settings: Any) -> None:
-        super().__init__(root, instance.user.pw_name)
-        self.instance = instance
-        self.versions = versions
-        self.extra = settings
-
-    def settings(self) -> dict[str, Any]:
-        return self.instance.settings(self.versions, **self.extra)
+    versions = ALL

@@ -11,7 +11,7 @@ from jupyterhub_env import Rig, digest, make_database, revision
 
 
 def test_up_from_4_1_to_6_1_and_down_to_5_5(tmp_path: Path) -> None:
-    instance = make_database(tmp_path, "4.1")
+    instance = make_database(tmp_path, "4.1", users=150)
     before = digest(instance)
     rig = Rig(tmp_path, instance)
     planned = rig.cli("6.1", "plan", "--json")

@@ -129,14 +129,7 @@ class Rig(ServiceRig):
     plugin = "mongodb"
     service_name = "docs"
 
-    def __init__(self, root: Path, instance: Instance, versions: tuple[str, ...] = ALL, **settings: Any) -> None:
-        super().__init__(root, instance.user.pw_name)
-        self.instance = instance
-        self.versions = versions
-        self.extra = settings
-
-    def settings(self) -> dict[str, Any]:
-        return self.instance.settings(self.versions, **self.extra)
+    versions = ALL
 
 
 def state(instance: Instance) -> str:

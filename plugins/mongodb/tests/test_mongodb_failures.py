@@ -170,3 +170,18 @@ def test_the_pymongo_dump_round_trip_in_mongodumps_layout(tmp_path: Path) -> Non
         dump.load(server, dest, NullProgress(), batch=500)
         server.close()
         assert fingerprint(client) == expected
+
+
+def test_a_full_disk_is_refused_before_anything_changes(tmp_path: Path) -> None:
+    from nixos_migrate.testing import provision
+
+    (tmp_path / "disk").mkdir()
+    with provision.loop_filesystem("ext4", tmp_path / "disk", 48) as mnt:
+        instance = make_instance(mnt, "5.0", orders=200, big=False)
+        before = content(instance, "5.0")
+        rig = Rig(tmp_path, instance)
+        result = rig.cli("6.0", "up")
+        assert result.code == 3, result.output
+        assert f"room in {instance.db_path}" in result.stderr and "MiB needed" in result.stderr
+        assert fcv(instance, "5.0") == {"version": "5.0"}
+        assert content(instance, "5.0") == before

@@ -4,7 +4,6 @@ the independent digest of its content."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from mariadb_corpus import corpus_sql, digest
 
@@ -45,11 +44,4 @@ class Rig(ServiceRig):
     plugin = "mysql"
     service_name = "db"
 
-    def __init__(self, root: Path, instance: Instance, versions: tuple[str, ...] = ALL, **settings: Any) -> None:
-        super().__init__(root, instance.user.pw_name)
-        self.instance = instance
-        self.versions = versions
-        self.extra = settings
-
-    def settings(self) -> dict[str, Any]:
-        return self.instance.settings(self.versions, **self.extra)
+    versions = ALL
