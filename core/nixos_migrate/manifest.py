@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nixos_migrate.errors import ManifestError
 
@@ -59,6 +59,31 @@ def checked_versions(versions: Iterable[str], parse: Callable[[str], object], wh
             parse(version)
         except Exception as exc:
             raise ValueError(f"{what} {version!r}: {exc}") from None
+
+
+class VersionedSettings(BaseModel):
+    """Base of a plugin's settings model whose `packages` are keyed by version and which may have
+    an `initial_version`: both are checked with the plugin's version parser, `version_key` (a
+    version it does not know is an error naming it). Unknown keys are errors, settings frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    @staticmethod
+    def version_key(version: str) -> object:
+        """The plugin's version parser; subclasses return `versions.key(version)`."""
+        raise NotImplementedError
+
+    @field_validator("packages", check_fields=False)
+    @classmethod
+    def _package_versions(cls, packages: dict[str, Path]) -> dict[str, Path]:
+        checked_versions(packages, cls.version_key)
+        return packages
+
+    @field_validator("initial_version", check_fields=False)
+    @classmethod
+    def _initial_version(cls, version: str | None) -> str | None:
+        checked_versions([version] if version else [], cls.version_key, "initial_version")
+        return version
 
 
 Version = Annotated[str, AfterValidator(_nonblank)]

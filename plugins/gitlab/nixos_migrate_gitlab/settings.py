@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from nixos_migrate.manifest import AbsolutePath, checked_versions
+from nixos_migrate.manifest import AbsolutePath, VersionedSettings
 from nixos_migrate_gitlab import versions
 
 #: what `gitlab-backup create` may leave out (its SKIP variable)
@@ -30,7 +30,7 @@ class Database(BaseModel):
     password_file: AbsolutePath | None = None
 
 
-class GitlabSettings(BaseModel):
+class GitlabSettings(VersionedSettings):
     """
     state_dir: GitLab's state directory (NixOS: services.gitlab.statePath, /var/gitlab/state):
         its VERSION file, config/ with the secrets, repositories/ and uploads.
@@ -56,7 +56,9 @@ class GitlabSettings(BaseModel):
         migrations match the database, the first time nixos-migrate sees it.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    @staticmethod
+    def version_key(version: str) -> object:
+        return versions.key(version)
 
     state_dir: AbsolutePath
     database: Database = Field(default_factory=Database)
@@ -67,18 +69,6 @@ class GitlabSettings(BaseModel):
     secret_files: list[AbsolutePath] | None = None
     background_timeout: float = Field(default=6 * 3600, gt=0)
     initial_version: str | None = None
-
-    @field_validator("packages")
-    @classmethod
-    def _versions(cls, packages: dict[str, Path]) -> dict[str, Path]:
-        checked_versions(packages, versions.key)
-        return packages
-
-    @field_validator("initial_version")
-    @classmethod
-    def _initial(cls, version: str | None) -> str | None:
-        checked_versions([version] if version else [], versions.key, "initial_version")
-        return version
 
     @field_validator("backup_skip")
     @classmethod

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
-from nixos_migrate.manifest import AbsolutePath, checked_versions
+from nixos_migrate.manifest import AbsolutePath, VersionedSettings
 from nixos_migrate_jupyterhub import versions
 
 
-class JupyterhubSettings(BaseModel):
+class JupyterhubSettings(VersionedSettings):
     """
     data_dir: the hub's working directory (NixOS: /var/lib/jupyterhub), where a relative sqlite
         URL and the cookie secret live.
@@ -24,19 +24,15 @@ class JupyterhubSettings(BaseModel):
     port: the loopback port of the private hub verify starts (default: a free one).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    @staticmethod
+    def version_key(version: str) -> object:
+        return versions.RELEASES.key(version)
 
     data_dir: AbsolutePath
     db_url: str = Field(default="sqlite:///jupyterhub.sqlite", pattern=r"^[a-z+]+://")
     packages: dict[str, AbsolutePath] = {}
     cookie_secret: AbsolutePath | None = None
     port: int | None = Field(default=None, ge=1024, le=65535)
-
-    @field_validator("packages")
-    @classmethod
-    def _series(cls, packages: dict[str, Path]) -> dict[str, Path]:
-        checked_versions(packages, versions.RELEASES.key)
-        return packages
 
     @property
     def database(self) -> Path:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pydantic import Field
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from nixos_migrate.manifest import AbsolutePath, checked_versions
+from nixos_migrate.manifest import AbsolutePath, VersionedSettings
 from nixos_migrate_mongodb import versions
 
 
-class MongoSettings(BaseModel):
+class MongoSettings(VersionedSettings):
     """
     db_path: mongod's dbPath (NixOS: services.mongodb.dbpath, /var/lib/mongodb).
     packages: major ("6.0") -> install prefix holding bin/mongod, and bin/mongodump and
@@ -32,7 +30,9 @@ class MongoSettings(BaseModel):
     talked to.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    @staticmethod
+    def version_key(version: str) -> object:
+        return versions.key(version)
 
     db_path: AbsolutePath
     packages: dict[str, AbsolutePath] = {}
@@ -42,15 +42,3 @@ class MongoSettings(BaseModel):
     initial_version: str | None = None
     mongodump: bool = True
     batch: int = Field(default=1000, ge=1, le=100_000)
-
-    @field_validator("packages")
-    @classmethod
-    def _majors(cls, packages: dict[str, Path]) -> dict[str, Path]:
-        checked_versions(packages, versions.key)
-        return packages
-
-    @field_validator("initial_version")
-    @classmethod
-    def _initial(cls, version: str | None) -> str | None:
-        checked_versions([version] if version else [], versions.key, "initial_version")
-        return version

@@ -5,16 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
-from nixos_migrate.manifest import AbsolutePath, checked_versions
+from nixos_migrate.manifest import AbsolutePath, VersionedSettings
 from nixos_migrate_mysql import versions
 
 Method = Literal["inplace", "logical"]
 Depth = Literal["auto", "full", "sample"]
 
 
-class MysqlSettings(BaseModel):
+class MysqlSettings(VersionedSettings):
     """
     data_dir: the server's datadir (NixOS: services.mysql.dataDir, /var/lib/mysql).
     packages: release series ("10.11", "11.8", "8.0") -> install prefix holding the server
@@ -50,7 +50,9 @@ class MysqlSettings(BaseModel):
         /run/mysqld/mysqld.sock, NixOS's).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    @staticmethod
+    def version_key(version: str) -> object:
+        return versions.key(version)
 
     data_dir: AbsolutePath
     packages: dict[str, AbsolutePath] = {}
@@ -64,15 +66,3 @@ class MysqlSettings(BaseModel):
     service_socket: AbsolutePath = Path("/run/mysqld/mysqld.sock")
     jobs: int = Field(default=2, ge=1, le=64)
     verify_depth: Depth = "auto"
-
-    @field_validator("packages")
-    @classmethod
-    def _series(cls, packages: dict[str, Path]) -> dict[str, Path]:
-        checked_versions(packages, versions.key)
-        return packages
-
-    @field_validator("initial_version")
-    @classmethod
-    def _initial(cls, version: str | None) -> str | None:
-        checked_versions([version] if version else [], versions.key, "initial_version")
-        return version

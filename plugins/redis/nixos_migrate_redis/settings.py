@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
-from nixos_migrate.manifest import AbsolutePath, checked_versions
+from nixos_migrate.manifest import AbsolutePath, VersionedSettings
 from nixos_migrate_redis import versions
 
 Flavour = Literal["redis", "valkey"]
 
 
-class RedisSettings(BaseModel):
+class RedisSettings(VersionedSettings):
     """
     data_dir: the server's `dir` (NixOS: /var/lib/redis-NAME, or /var/lib/redis for the server
         named "").
@@ -37,7 +36,9 @@ class RedisSettings(BaseModel):
     batch: keys read or written per round trip in fingerprints and logical copies.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    @staticmethod
+    def version_key(version: str) -> object:
+        return versions.key(version)
 
     data_dir: AbsolutePath
     packages: dict[str, AbsolutePath] = {}
@@ -50,15 +51,3 @@ class RedisSettings(BaseModel):
     port: int | None = Field(default=None, ge=1024, le=65535)
     initial_version: str | None = None
     batch: int = Field(default=1000, ge=10, le=100_000)
-
-    @field_validator("packages")
-    @classmethod
-    def _series(cls, packages: dict[str, Path]) -> dict[str, Path]:
-        checked_versions(packages, versions.key)
-        return packages
-
-    @field_validator("initial_version")
-    @classmethod
-    def _initial(cls, version: str | None) -> str | None:
-        checked_versions([version] if version else [], versions.key, "initial_version")
-        return version
