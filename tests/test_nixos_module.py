@@ -430,6 +430,31 @@ def test_a_jupyterhub_service_gets_its_settings_and_ordering_from_services_jupyt
     )
 
 
+def test_a_grafana_service_gets_its_settings_and_ordering_from_services_grafana():
+    defaults = (
+        f'(import {REPO}/plugins/grafana/nixos-defaults.nix {{ current = "11.6"; dataDir = "/srv/grafana";'
+        ' secretKey = "$__file{/run/keys/grafana-secret}";'
+        ' packages = { "10.4" = "/nix/store/a-grafana-10.4.19"; "11.6" = "/nix/store/b-grafana-11.6.6"; }; })'
+    )
+    config = f'{{ defaults.grafana = {defaults}; services.grafana = {{ target = "11.6"; }}; }}'
+    svc = declared_service(config, "grafana", "grafana.service", "grafana")
+    assert svc["settings"] == {
+        "data_dir": "/srv/grafana",
+        "database_type": "sqlite3",
+        "database_path": "/srv/grafana/data/grafana.db",
+        "secret_key_file": "/run/keys/grafana-secret",
+        "packages": {"10.4": "/nix/store/a-grafana-10.4.19", "11.6": "/nix/store/b-grafana-11.6.6"},
+    }
+    inline = nix_eval(
+        f'import {REPO}/plugins/grafana/nixos-defaults.nix {{ current = "11.6"; packages = {{ "11.6" = "/p"; }};'
+        ' secretKey = "not-a-file-reference"; databaseType = "postgres"; }'
+    )
+    assert "secret_key_file" not in inline["settings"] and inline["settings"]["database_type"] == "postgres"
+    assert "lacks the current series 12.0" in nix_error(
+        f'import {REPO}/plugins/grafana/nixos-defaults.nix {{ current = "12.0"; packages = {{ "11.6" = "/p"; }}; }}'
+    )
+
+
 GITLAB_DEFAULTS = f"""(import {REPO}/plugins/gitlab/nixos-defaults.nix {{
   current = "17.8"; statePath = "/var/gitlab/state"; databaseHost = ""; databasePasswordFile = "/run/keys/db";
   backupSkip = [ "registry" ]; psql = "/nix/store/p-postgresql-16/bin/psql";
@@ -494,6 +519,7 @@ def test_the_module_imports_every_plugins_fragment():
     found = nix_eval(f"map toString (lib.fragments {REPO}/plugins)")
     assert sorted(Path(f).parent.name for f in found) == [
         "gitlab",
+        "grafana",
         "jupyterhub",
         "ldap",
         "mongodb",
@@ -527,5 +553,5 @@ def test_the_convenience_options_every_plugin_shares():
     assert (options["autoApply"]["type"], options["autoApply"]["default"]) == ("bool", False)
     assert options["previousPackages"]["type"] == "list of package" and options["accept"]["default"] == []
     assert "postgresql.service" in options["autoApply"]["description"]
-    for fragment in ("postgresql", "ldap", "mysql", "gitlab", "redis", "mongodb", "jupyterhub"):
+    for fragment in ("postgresql", "ldap", "mysql", "gitlab", "redis", "mongodb", "jupyterhub", "grafana"):
         assert "import ../../nixos/convenience.nix lib" in (REPO / "plugins" / fragment / "nixos.nix").read_text()

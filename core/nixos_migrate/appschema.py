@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
+import os
+import shutil
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from nixos_migrate.errors import MigrateError, UsageError
+from nixos_migrate.fingerprint import file_digest
 from nixos_migrate.model import Check, Step
 
 
@@ -119,6 +122,23 @@ def sqlite_copy(source: Path, dest: Path) -> None:
         src.backup(dst)
 
 
+def sqlite_restore(saved: Path, checksum: str, db: Path, what: str) -> None:
+    """Put the database file `saved` (a backup whose file digest is `checksum`) in place of `db`,
+    atomically, with `db`'s owner and mode; the journal and WAL files of the replaced database go
+    (they belong to it, not to the backup). `what` names the backup in errors."""
+    if not saved.is_file() or file_digest(saved) != checksum:
+        raise MigrateError(f"{what}: {saved} is missing or does not match its checksum; it was not used")
+    for suffix in ("-wal", "-shm", "-journal"):
+        db.with_name(db.name + suffix).unlink(missing_ok=True)
+    tmp = db.with_name(f".{db.name}.nixos-migrate-restore")
+    shutil.copyfile(saved, tmp)
+    if db.exists():
+        shutil.copystat(db, tmp)
+        stat = db.stat()
+        os.chown(tmp, stat.st_uid, stat.st_gid)
+    tmp.replace(db)
+
+
 def sqlite_integrity(path: Path) -> Check:
     with contextlib.closing(_connect(path)) as db:
         rows = [str(r[0]) for r in db.execute("PRAGMA integrity_check").fetchall()]
@@ -157,8 +177,11 @@ def compare(expected: Mapping[str, Any], found: Mapping[str, Any], tables: Seque
         a, b = expected.get(table), found.get(table)
         if a is None and b is None:
             continue
-        if a is None or b is None:
-            problems.append(f"{table} {'appeared' if a is None else 'is missing'}")
+        if b is None:
+            problems.append(f"{table} is missing")
+            continue
+        if a is None:  # a table the step created (filled from others, or empty): nothing was lost
+            changed.append(f"+{table} ({b['count']} rows)")
             continue
         if a["count"] != b["count"]:
             problems.append(f"{table}: {a['count']} -> {b['count']} rows")

@@ -207,18 +207,7 @@ def down(service: Service, step: Step) -> bool:
 def restore(service: Service, backup: BackupRecord) -> bool:
     s = hub.settings_of(service)
     db = hub.database(s)
-    saved = Path(backup.path) / DATABASE
-    if not saved.is_file() or file_digest(saved) != backup.checksum:
-        raise MigrateError(f"backup {backup.id}: {saved} is missing or does not match its checksum; it was not used")
-    for suffix in ("-wal", "-shm", "-journal"):
-        db.with_name(db.name + suffix).unlink(missing_ok=True)
-    tmp = db.with_name(f".{db.name}.nixos-migrate-restore")
-    shutil.copyfile(saved, tmp)
-    if db.exists():  # the database's owner and mode, not the backup's
-        shutil.copystat(db, tmp)
-        stat = db.stat()
-        os.chown(tmp, stat.st_uid, stat.st_gid)
-    tmp.replace(db)
+    appschema.sqlite_restore(Path(backup.path) / DATABASE, backup.checksum or "", db, f"backup {backup.id}")
     if (Path(backup.path) / COOKIE_SECRET_FILE).is_file():
         shutil.copy2(Path(backup.path) / COOKIE_SECRET_FILE, s.secret)
     if (Path(backup.path) / EXPECTED).is_file():

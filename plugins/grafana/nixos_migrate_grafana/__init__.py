@@ -1,0 +1,1 @@
+"""nixos-migrate plugin: Grafana's SQLite database (its migration log)."""
