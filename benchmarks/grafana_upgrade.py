@@ -1,0 +1,77 @@
+"""Grafana database upgrade: nixos-migrate against a bare start of the new Grafana, side by side.
+
+    sudo .venv/bin/python benchmarks/grafana_upgrade.py [--dashboards 1000] [--rounds 3]
+
+No Grafana server exists on these machines: both contenders run the tests' stand-in Grafana
+(plugins/grafana/tests/grafana_standin.py, Grafana's published migration ids), so the ratio says
+what nixos-migrate adds around Grafana's own migration, not how fast Grafana migrates. A 10.4
+database with `--dashboards` dashboards (and the tests' corpus around them: users, teams,
+folders, versions, data sources, 20x as many annotations, alert rules), each contender on its own
+copy, in an order that alternates per round:
+
+- bare: Grafana 11.6 started on the database until `/api/health` answers, then stopped (what
+  `systemctl start grafana` after the switch does);
+- nixos-migrate up 10.4 -> 11.6: the two releases' migration lists read from their packages (a
+  first run on a machine does that once per package), backup (SQLite backup API, fingerprint by
+  column), the same start, the comparison, and verify (11.6 started on a copy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins" / "grafana" / "tests"))
+
+from grafana_env import Instance, Rig, make_database
+
+from nixos_migrate.testing import provision
+
+OLD, NEW = "10.4", "11.6"
+
+
+def clone(pristine: Instance, root: Path) -> Instance:
+    root.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cp", "-a", str(pristine.root), str(root)], check=True)  # owners kept
+    return Instance(root)
+
+
+def ours(instance: Instance, root: Path) -> None:
+    result = Rig(root, instance, versions=(OLD, NEW)).cli(NEW, "up")
+    if result.code != 0:
+        raise SystemExit(f"nixos-migrate up failed:\n{result.output}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dashboards", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="grafana-bench-") as tmp:
+        base = provision.traversable(Path(tmp))
+        pristine = make_database(base / "pristine", OLD, dashboards=args.dashboards, annotations=args.dashboards * 20)
+        print(f"data: {args.dashboards} dashboards, {pristine.database.stat().st_size >> 20} MiB")
+        times: dict[str, list[float]] = {"bare start": [], "nixos-migrate up": []}
+        for r in range(args.rounds):
+            work = base / f"round-{r}"
+            contenders = {
+                "bare start": lambda w=work: clone(pristine, w / "bare" / "grafana").grafana(NEW),
+                "nixos-migrate up": lambda w=work: ours(clone(pristine, w / "ours" / "grafana"), w / "ours"),
+            }
+            for name in list(contenders) if r % 2 == 0 else list(contenders)[::-1]:
+                start = time.perf_counter()
+                contenders[name]()
+                times[name].append(time.perf_counter() - start)
+                print(f"round {r + 1} {name}: {times[name][-1]:.2f} s", flush=True)
+        med = {name: statistics.median(t) for name, t in times.items()}
+        ours_s, bare_s = med["nixos-migrate up"], med["bare start"]
+        print(f"\nup {OLD} -> {NEW}: nixos-migrate {ours_s:.2f} s, bare {bare_s:.2f} s, {ours_s / bare_s:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
