@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins" / "grafana" / "tests"))
@@ -59,13 +60,13 @@ def main() -> None:
         times: dict[str, list[float]] = {"bare start": [], "nixos-migrate up": []}
         for r in range(args.rounds):
             work = base / f"round-{r}"
-            contenders = {
-                "bare start": lambda w=work: clone(pristine, w / "bare" / "grafana").grafana(NEW),
-                "nixos-migrate up": lambda w=work: ours(clone(pristine, w / "ours" / "grafana"), w / "ours"),
+            contenders: dict[str, Callable[[Path], object]] = {
+                "bare start": lambda w: clone(pristine, w / "bare" / "grafana").grafana(NEW),
+                "nixos-migrate up": lambda w: ours(clone(pristine, w / "ours" / "grafana"), w / "ours"),
             }
             for name in list(contenders) if r % 2 == 0 else list(contenders)[::-1]:
                 start = time.perf_counter()
-                contenders[name]()
+                contenders[name](work)
                 times[name].append(time.perf_counter() - start)
                 print(f"round {r + 1} {name}: {times[name][-1]:.2f} s", flush=True)
         med = {name: statistics.median(t) for name, t in times.items()}

@@ -6,8 +6,8 @@ Grafana migrates its database when its server starts and has no other command fo
 private server is how an up step runs the migrations and how a release's list of migrations is
 read (it migrates an empty database; the log is the list). Its address, database, paths and
 provisioning are overridden on the command line (`cfg:section.key=value`, applied after every
-config file): nothing of the service's provisioning is applied and nothing is served outside
-loopback. The service's grafana.ini, when given, is read, so its secret_key and feature toggles
+config file): nothing of the service's provisioning is applied, no plugin is installed (11.x
+preinstalls plugins from the network on start) and nothing is served outside loopback. The service's grafana.ini, when given, is read, so its secret_key and feature toggles
 are the ones the migrations see.
 """
 
@@ -142,7 +142,7 @@ def running(service: Service, version: str, db: Path, what: str) -> Iterator[dic
             f"cfg:paths.logs={work / 'logs'}", f"cfg:paths.plugins={work / 'plugins'}",
             f"cfg:paths.provisioning={work / 'provisioning'}", "cfg:log.mode=console",
             "cfg:analytics.reporting_enabled=false", "cfg:analytics.check_for_updates=false",
-            "cfg:analytics.check_for_plugin_updates=false",
+            "cfg:analytics.check_for_plugin_updates=false", "cfg:plugins.preinstall_disabled=true",
         ]  # fmt: skip
         log = work / "grafana.log"
         log.touch()
