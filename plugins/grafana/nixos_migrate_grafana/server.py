@@ -7,8 +7,9 @@ private server is how an up step runs the migrations and how a release's list of
 read (it migrates an empty database; the log is the list). Its address, database, paths and
 provisioning are overridden on the command line (`cfg:section.key=value`, applied after every
 config file): nothing of the service's provisioning is applied, no plugin is installed (11.x
-preinstalls plugins from the network on start) and nothing is served outside loopback. The service's grafana.ini, when given, is read, so its secret_key and feature toggles
-are the ones the migrations see.
+preinstalls plugins from the network on start) and nothing is served outside loopback. The
+service's grafana.ini, when given, is read, so its secret_key and feature toggles are the ones
+the migrations see.
 """
 
 from __future__ import annotations
