@@ -1,6 +1,8 @@
 # mypy: allow-untyped-defs, allow-untyped-calls, allow-incomplete-defs
-"""The redis plugin passes the conformance suite on real Redis data: 6.0 -> 7.0 and 7.0 -> 8.0,
-each compared by the corpus's independent digest."""
+"""The redis plugin passes the conformance suite on real Redis data: 6.0 -> 7.0 (the hop that
+moves AOF into appendonlydir/ and whose down is the logical copy), compared by the corpus's
+independent digest. 7.0 -> 8.0 both ways is test_redis_upgrade's (the suite's time is kept
+under CI's 30 minutes)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from nixos_migrate_redis.testing import Instance as Redis
 
 class TestRedisConformance(PluginConformance):
     plugin = "redis"
-    hops = [("6.0", "7.0"), ("7.0", "8.0")]
+    hops = [("6.0", "7.0")]
 
     def create(self, root: Path, version: str | None) -> Instance:
         if version is None:
