@@ -145,6 +145,19 @@ def sqlite_integrity(path: Path) -> Check:
     return Check("PRAGMA integrity_check", rows == ["ok"], "; ".join(rows[:5]))
 
 
+def table_digest(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> dict[str, Any]:
+    """A table's entry of a fingerprint: its row count and, per column, a digest of its values in
+    the order `rows` come (the caller orders them by primary key). Whatever the database, so
+    that a plugin on PostgreSQL or MySQL compares with `compare` as one on SQLite does."""
+    digests = {c: hashlib.sha256() for c in columns}
+    count = 0
+    for row in rows:
+        count += 1
+        for column, value in zip(columns, row, strict=True):
+            digests[column].update(repr(value).encode() + b"\0")
+    return {"count": count, "columns": {c: d.hexdigest() for c, d in digests.items()}}
+
+
 def fingerprint(path: Path, tables: Iterable[str]) -> dict[str, Any]:
     """Per table: the row count and, per column, a digest of its values in primary-key order
     (rowid order for tables without one); tables the database lacks are left out."""
@@ -158,14 +171,8 @@ def fingerprint(path: Path, tables: Iterable[str]) -> dict[str, Any]:
             columns = [row[1] for row in info]
             keys = [row[1] for row in sorted(info, key=lambda r: r[5]) if row[5]] or ["rowid"]
             order = ", ".join(f'"{k}"' if k != "rowid" else k for k in keys)
-            digests = {c: hashlib.sha256() for c in columns}
-            count = 0
             query = f'SELECT {", ".join(f"{chr(34)}{c}{chr(34)}" for c in columns)} FROM "{table}" ORDER BY {order}'  # noqa: S608
-            for row in db.execute(query):
-                count += 1
-                for column, value in zip(columns, row, strict=True):
-                    digests[column].update(repr(value).encode() + b"\0")
-            found[table] = {"count": count, "columns": {c: d.hexdigest() for c, d in digests.items()}}
+            found[table] = table_digest(columns, db.execute(query))
     return found
 
 

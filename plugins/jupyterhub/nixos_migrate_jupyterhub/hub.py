@@ -14,12 +14,12 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from nixos_migrate import appschema
 from nixos_migrate.context import Service
 from nixos_migrate.errors import MigrateError, UsageError
 from nixos_migrate.runner import stop_process, wait_ready
 from nixos_migrate_jupyterhub import versions
 from nixos_migrate_jupyterhub.settings import JupyterhubSettings
+from nixos_migrate_jupyterhub.store import Store
 
 START_TIMEOUT = 300.0
 
@@ -74,13 +74,6 @@ def settings_of(service: Service) -> JupyterhubSettings:
     if not isinstance(settings, JupyterhubSettings):
         raise MigrateError("the jupyterhub plugin got settings it did not validate")
     return settings
-
-
-def database(s: JupyterhubSettings) -> Path:
-    try:
-        return s.database
-    except ValueError as exc:
-        raise UsageError(f"settings.db_url: {exc}") from None
 
 
 def prefix(s: JupyterhubSettings, version: str) -> Path:
@@ -142,19 +135,18 @@ def environment(s: JupyterhubSettings, version: str) -> dict[str, str]:
     return {"PATH": f"{prefix(s, version) / 'bin'}:/run/current-system/sw/bin:/usr/bin:/bin"}
 
 
-def upgrade_db(service: Service, version: str) -> None:
+def upgrade_db(service: Service, version: str, db: Store) -> None:
     s = settings_of(service)
-    db = database(s)
-    argv = [str(program(s, version)), "upgrade-db", f"--db=sqlite:///{db}"]
-    service.run.run(argv, env=environment(s, version), cwd=s.data_dir)
+    argv = [str(program(s, version)), "upgrade-db", f"--db={db.url()}"]
+    service.run.run(argv, env=environment(s, version) | db.env(), cwd=s.data_dir)
 
 
-def downgrade(service: Service, newer: str, revision: str, db: Path | None = None) -> None:
-    """alembic's downgrade of the database (or of `db`, a copy) to `revision`, with the scripts
-    of release `newer`."""
+def downgrade(service: Service, newer: str, revision: str, db: Store) -> None:
+    """alembic's downgrade of `db` (the database or a copy) to `revision`, with the scripts of
+    release `newer`."""
     s = settings_of(service)
     python = program(s, newer, "python")
-    env = environment(s, newer) | {"NIXOS_MIGRATE_DB_URL": f"sqlite:///{db or database(s)}"}
+    env = environment(s, newer) | db.env() | {"NIXOS_MIGRATE_DB_URL": db.url()}
     service.run.run([str(python), "-c", DOWNGRADE, revision], env=env, cwd=s.data_dir)
 
 
@@ -173,31 +165,30 @@ def _api(port: int) -> dict[str, object] | None:
 
 
 @contextlib.contextmanager
-def private_hub(service: Service, version: str) -> Iterator[dict[str, object]]:
-    """The hub of `version` started on a copy of the database (a hub writes to its database when
-    it starts: roles, users of its configuration, spawners it polls), answering `/hub/api`; the
-    body gets that answer. Stopped by pid, the copy removed."""
+def private_hub(service: Service, version: str, db: Store) -> Iterator[dict[str, object]]:
+    """The hub of `version` started on a copy of `db` (a hub writes to its database when it
+    starts: roles, users of its configuration, spawners it polls), answering `/hub/api`; the body
+    gets that answer. Stopped by pid, the copy removed."""
     s = settings_of(service)
     work = service.state_dir / "hub"
     shutil.rmtree(work, ignore_errors=True)
     service.private_dir(work)
+    copy = db.copy(service, "hub")
     try:
-        copy = work / "jupyterhub.sqlite"
-        appschema.sqlite_copy(database(s), copy)
         secret = work / "cookie_secret"
         secret.write_bytes(s.secret.read_bytes() if s.secret.is_file() else b"00" * 32)
         secret.chmod(0o600)
         port = s.port or _free_port()
         config = work / "jupyterhub_config.py"
-        config.write_text(CONFIG.format(port=port, proxy_port=_free_port(), db_url=f"sqlite:///{copy}",
+        config.write_text(CONFIG.format(port=port, proxy_port=_free_port(), db_url=copy.url(),
                                         secret=str(secret)))  # fmt: skip
         log = work / "hub.log"
         log.touch()
         if os.geteuid() == 0:  # the hub runs as the service's user and writes the copy and its log
-            for path in (copy, secret, config, log):
+            for path in (secret, config, log):
                 os.chown(path, service.run.identity.uid, service.run.identity.gid)
         argv = [str(program(s, version)), "-f", str(config)]
-        process = service.run.spawn(argv, env=environment(s, version), log=log)
+        process = service.run.spawn(argv, env=environment(s, version) | copy.env(), log=log)
         answer: dict[str, object] = {}
 
         def answers() -> bool:
@@ -213,4 +204,5 @@ def private_hub(service: Service, version: str) -> Iterator[dict[str, object]]:
         finally:
             stop_process(process, [(signal.SIGTERM, 60)])
     finally:
+        copy.drop()
         shutil.rmtree(work, ignore_errors=True)

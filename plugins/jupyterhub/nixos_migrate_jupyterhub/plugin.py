@@ -14,7 +14,6 @@ loopback port and asks `/hub/api` for its version.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,11 +24,10 @@ from nixos_migrate.errors import MigrateError
 from nixos_migrate.fingerprint import file_digest
 from nixos_migrate.hookspecs import hookimpl
 from nixos_migrate.model import BackupInfo, BackupRecord, Check, Step
-from nixos_migrate_jupyterhub import hub, versions
+from nixos_migrate_jupyterhub import hub, store, versions
 from nixos_migrate_jupyterhub.settings import JupyterhubSettings
 
 EXPECTED = "expected.json"
-DATABASE = "jupyterhub.sqlite"
 COOKIE_SECRET_FILE = "cookie_secret"  # noqa: S105 - a file name, not a secret
 
 
@@ -38,22 +36,18 @@ def settings_model() -> type[JupyterhubSettings]:
     return JupyterhubSettings
 
 
-def _is_sqlite(path: Path) -> bool:
-    with path.open("rb") as f:
-        return f.read(16) == b"SQLite format 3\0"
+def _store(service: Service) -> store.Store:
+    return store.of(hub.settings_of(service))
 
 
 @hookimpl
 def detect_version(service: Service) -> str | None:
-    s = hub.settings_of(service)
-    db = hub.database(s)
-    if not db.is_file():
+    db = _store(service)
+    if not db.exists():
         return None
-    if not _is_sqlite(db):
-        raise MigrateError(f"{db} (settings.db_url) is not an SQLite database")
-    revision = appschema.sqlite_revision(db, "alembic_version", "version_num")
+    revision = db.revision()
     if revision is None:
-        raise MigrateError(f"{db} has no alembic_version table: it is not a JupyterHub database")
+        raise MigrateError(f"{db.describe()} has no alembic_version table: it is not a JupyterHub database")
     return versions.RELEASES.release_of(revision)
 
 
@@ -86,12 +80,16 @@ def check(service: Service, step: Step) -> list[Check]:
         except MigrateError as exc:
             problems.append(exc.message)
     checks = [Check(f"jupyterhub of {' and '.join(dict.fromkeys(needed))}", not problems, "; ".join(problems))]
-    db = hub.database(s)
-    if db.is_file():
-        checks.append(appschema.sqlite_integrity(db))
-        need = db.stat().st_size * 2 + (16 << 20)
-        free = shutil.disk_usage(db.parent).free
-        checks.append(Check(f"room in {db.parent}", free >= need, f"{free >> 20} MiB free, {need >> 20} MiB needed"))
+    db = _store(service)
+    if db.exists():
+        checks.append(db.integrity())
+        if isinstance(db, store.SqliteStore):
+            need = db.size() * 2 + (16 << 20)
+            free = shutil.disk_usage(db.path.parent).free
+            checks.append(Check(f"room in {db.path.parent}", free >= need,
+                                f"{free >> 20} MiB free, {need >> 20} MiB needed"))  # fmt: skip
+        elif isinstance(db, store.PostgresStore):
+            checks.append(db.may_copy())
     if step.direction == "down" and not problems:
         checks.append(_rehearse(service, step))
     unit = service.control.unit
@@ -104,55 +102,48 @@ def check(service: Service, step: Step) -> list[Check]:
     return checks
 
 
-def _rehearsal(service: Service, version: str) -> Path:
-    return service.state_dir / "rehearsal" / f"at-{version}.sqlite"
-
-
 def _rehearse(service: Service, step: Step) -> Check:
     """The downgrade run on a copy first: alembic's reversal scripts are the least exercised code
     of a release (and may not run with the libraries it is packaged with). The copy the
     rehearsal of one step leaves is where the rehearsal of the next one starts."""
     newer, older = step.from_version or "", step.to_version
     name = f"alembic downgrade {newer} -> {older} rehearsed on a copy"
-    db = hub.database(hub.settings_of(service))
-    source = db if detect_version(service) == newer else _rehearsal(service, newer)
-    if not source.is_file():
+    db = _store(service)
+    source = db if detect_version(service) == newer else db.scratch(service, f"rehearsal-at-{newer}")
+    if not source.exists():
         return Check(name, True, "not rehearsed: an earlier step's rehearsal did not leave a copy")
-    copy = _rehearsal(service, older)
-    service.private_dir(copy.parent)
-    appschema.sqlite_copy(source, copy)
-    if os.geteuid() == 0:
-        os.chown(copy, service.run.identity.uid, service.run.identity.gid)
+    copy = source.copy(service, f"rehearsal-at-{older}")
     try:
-        hub.downgrade(service, newer, versions.RELEASES.revisions[older], db=copy)
+        hub.downgrade(service, newer, versions.RELEASES.revisions[older], copy)
     except MigrateError as exc:
-        copy.unlink(missing_ok=True)
+        copy.drop()
         last = exc.message.strip().splitlines()[-1] if exc.message.strip() else exc.message
         restore = f"restore the backup taken before {older} -> {newer} (`nixos-migrate backups`, `restore`)"
         return Check(name, False, f"JupyterHub {newer}'s downgrade fails on this database ({last}): {restore}")
-    found = appschema.sqlite_revision(copy, "alembic_version", "version_num")
+    found = copy.revision()
     return Check(name, found == versions.RELEASES.revisions[older], f"the copy is at {found}")
 
 
 @hookimpl
 def backup_size(service: Service, step: Step) -> int | None:
-    db = hub.database(hub.settings_of(service))
-    return db.stat().st_size if db.is_file() else 0
+    db = _store(service)
+    return db.size() if db.exists() else 0
 
 
 @hookimpl
 def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
     s = hub.settings_of(service)
-    db = hub.database(s)
-    appschema.sqlite_copy(db, dest / DATABASE)
+    db = _store(service)
+    saved = db.backup(service, dest)
     if s.secret.is_file():
         shutil.copy2(s.secret, dest / COOKIE_SECRET_FILE)
-    expected = appschema.fingerprint(dest / DATABASE, versions.TABLES)
+    expected = db.fingerprint(versions.TABLES)
     (dest / EXPECTED).write_text(json.dumps(expected))
     (service.state_dir / EXPECTED).write_text(json.dumps(expected))
     summary = ", ".join(f"{t} {v['count']}" for t, v in expected.items() if v["count"])
     size = sum(p.stat().st_size for p in dest.iterdir())
-    return BackupInfo("sqlite", dest, size, file_digest(dest / DATABASE), {"content": summary})
+    kind = "sqlite" if isinstance(db, store.SqliteStore) else "pg_dump"
+    return BackupInfo(kind, dest, size, file_digest(saved), {"content": summary})
 
 
 def _expected(service: Service) -> dict[str, Any]:
@@ -164,13 +155,13 @@ def _expected(service: Service) -> dict[str, Any]:
 
 def _after(service: Service, version: str) -> None:
     """The database at `version`'s revision, intact, its rows as before."""
-    db = hub.database(hub.settings_of(service))
-    revision = appschema.sqlite_revision(db, "alembic_version", "version_num")
+    db = _store(service)
+    revision = db.revision()
     wanted = versions.RELEASES.revisions[version]
     checks = [
         Check("schema revision", revision == wanted, f"{revision} (JupyterHub {version}: {wanted})"),
-        appschema.sqlite_integrity(db),
-        appschema.compare(_expected(service), appschema.fingerprint(db, versions.TABLES), versions.TABLES),
+        db.integrity(),
+        appschema.compare(_expected(service), db.fingerprint(versions.TABLES), versions.TABLES),
     ]
     failed = [f"{c.name}: {c.detail}" for c in checks if not c.ok]
     if failed:
@@ -179,15 +170,15 @@ def _after(service: Service, version: str) -> None:
 
 @hookimpl
 def up(service: Service, step: Step) -> bool:
-    s = hub.settings_of(service)
-    db = hub.database(s)
-    beside = set(db.parent.glob(f"{db.name}.*"))
+    db = _store(service)
+    # upgrade-db leaves its own copy of an SQLite database beside it: the step's backup is that
+    folder, name = (db.path.parent, db.path.name) if isinstance(db, store.SqliteStore) else (None, "")
+    beside = set(folder.glob(f"{name}.*")) if folder else set()
     try:
         with service.progress.task(f"jupyterhub upgrade-db of {step.to_version}"):
-            hub.upgrade_db(service, step.to_version)
+            hub.upgrade_db(service, step.to_version, db)
     finally:
-        # upgrade-db leaves its own copy of the old database beside it: the step's backup is that
-        for path in set(db.parent.glob(f"{db.name}.*")) - beside:
+        for path in (set(folder.glob(f"{name}.*")) - beside) if folder else set():
             path.unlink()
     _after(service, step.to_version)
     return True
@@ -196,9 +187,13 @@ def up(service: Service, step: Step) -> bool:
 @hookimpl
 def down(service: Service, step: Step) -> bool:
     newer, older = step.from_version or "", step.to_version
-    shutil.rmtree(service.state_dir / "rehearsal", ignore_errors=True)
+    db = _store(service)
+    for version in versions.RELEASES.order:  # the rehearsals' copies are done with
+        copy = db.scratch(service, f"rehearsal-at-{version}")
+        if copy.exists():
+            copy.drop()
     with service.progress.task(f"alembic downgrade with JupyterHub {newer}'s scripts"):
-        hub.downgrade(service, newer, versions.RELEASES.revisions[older])
+        hub.downgrade(service, newer, versions.RELEASES.revisions[older], db)
     _after(service, older)
     return True
 
@@ -206,8 +201,8 @@ def down(service: Service, step: Step) -> bool:
 @hookimpl
 def restore(service: Service, backup: BackupRecord) -> bool:
     s = hub.settings_of(service)
-    db = hub.database(s)
-    appschema.sqlite_restore(Path(backup.path) / DATABASE, backup.checksum or "", db, f"backup {backup.id}")
+    db = _store(service)
+    db.restore(service, Path(backup.path) / db.file, backup.checksum or "", f"backup {backup.id}")
     if (Path(backup.path) / COOKIE_SECRET_FILE).is_file():
         shutil.copy2(Path(backup.path) / COOKIE_SECRET_FILE, s.secret)
     if (Path(backup.path) / EXPECTED).is_file():
@@ -217,20 +212,19 @@ def restore(service: Service, backup: BackupRecord) -> bool:
 
 @hookimpl
 def verify(service: Service) -> list[Check]:
-    s = hub.settings_of(service)
     version = detect_version(service)
+    db = _store(service)
     if version is None:
-        return [Check("database present", False, f"no database at {hub.database(s)}")]
-    db = hub.database(s)
-    checks = [appschema.sqlite_integrity(db)]
+        return [Check("database present", False, f"no database at {db.describe()}")]
+    checks = [db.integrity()]
     try:
-        with hub.private_hub(service, version) as answer:
+        with hub.private_hub(service, version, db) as answer:
             found = str(answer.get("version", ""))
             checks.append(Check(f"JupyterHub {version} starts on the database", versions.series(found) == version,
                                 f"/hub/api says version {found}"))  # fmt: skip
     except MigrateError as exc:
         checks.append(Check(f"JupyterHub {version} starts on the database", False, exc.message))
-    found_rows = appschema.fingerprint(db, versions.TABLES)
+    found_rows = db.fingerprint(versions.TABLES)
     expected = service.state_dir / EXPECTED
     if service.step is not None and expected.is_file():
         checks.append(appschema.compare(json.loads(expected.read_text()), found_rows, versions.TABLES))
