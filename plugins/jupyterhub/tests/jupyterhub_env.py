@@ -86,7 +86,7 @@ def package(series: str) -> Path:
     """A venv of JupyterHub `series` from PyPI, under the server cache."""
     release = RELEASES[series]
     root = provision.cache_dir() / "jupyterhub" / release
-    marker = root / ".complete"
+    marker = root / ".complete-3"  # 3: with psycopg, the driver of a hub on PostgreSQL (SQLAlchemy 2.1)
     with provision.cache_lock(f"jupyterhub-{release}"):
         if not provision.is_complete(marker):
             shutil.rmtree(root, ignore_errors=True)
@@ -96,10 +96,11 @@ def package(series: str) -> Path:
             if uv.is_file():
                 subprocess.run([str(uv), "venv", "-q", "--python", python, str(root)], check=True, env=env)
                 subprocess.run([str(uv), "pip", "install", "-q", "--python", str(root / "bin" / "python"),
-                                f"jupyterhub=={release}"], check=True, env=env)  # fmt: skip
+                                f"jupyterhub=={release}", "psycopg[binary]"], check=True, env=env)  # fmt: skip
             else:
                 subprocess.run([python, "-m", "venv", str(root)], check=True)
-                subprocess.run([str(root / "bin" / "pip"), "install", "-q", f"jupyterhub=={release}"], check=True)
+                pip = [str(root / "bin" / "pip"), "install", "-q"]
+                subprocess.run([*pip, f"jupyterhub=={release}", "psycopg[binary]"], check=True)
             marker.touch()
     return provision.traversable(root)
 
@@ -162,3 +163,90 @@ class Rig(ServiceRig):
     service_name = "hub"
 
     versions = ALL
+
+
+PG_MAJOR = "16"
+PG_PASSWORD = "s3cret-hub-pässword"
+
+
+@dataclass
+class PgInstance(Instance):
+    """A hub whose database is on PostgreSQL (a real 16 from the wheels the postgresql plugin's
+    tests use), as `c.JupyterHub.db_url = "postgresql://hub@/jupyterhub?host=…"`: a role `hub`
+    with a password (scram-sha-256 on the socket) and CREATEDB, owning database `jupyterhub`."""
+
+    server: provision.Server | None = None
+    port: int = field(default_factory=provision.free_port)
+
+    @property
+    def sock(self) -> Path:
+        return self.root / "pgsock"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://hub@/jupyterhub?host={self.sock}&port={self.port}"
+
+    @property
+    def password_file(self) -> Path:
+        return self.root / "db-password"
+
+    def start_postgres(self) -> PgInstance:
+        from nixos_migrate_postgresql import scratch
+        from nixos_migrate_postgresql.testing import postgresql
+
+        prefix = postgresql(PG_MAJOR)
+        data = self.root / "pgdata"
+        for path in (data, self.sock):
+            path.mkdir(parents=True)
+            os.chown(path, self.user.pw_uid, self.user.pw_gid)
+        provision.run_as(self.user, scratch.initdb_argv(prefix, data, PG_MAJOR))
+        (data / "pg_hba.conf").write_text("local all postgres trust\nlocal all all scram-sha-256\n")
+        self.server = scratch.server(prefix, data, self.sock, self.port, self.user, log=self.root / "pg.log")
+        self.server.start(lambda: scratch.accepts(prefix, self.sock, self.port))
+        self.psql(f"CREATE ROLE hub LOGIN CREATEDB PASSWORD '{PG_PASSWORD}'")
+        self.psql("CREATE DATABASE jupyterhub OWNER hub")
+        self.password_file.write_text(PG_PASSWORD + "\n")
+        self.password_file.chmod(0o600)
+        return self
+
+    def psql(self, sql: str, db: str = "postgres", user: str = "postgres") -> str:
+        from nixos_migrate_postgresql.testing import postgresql
+
+        psql = postgresql(PG_MAJOR) / "bin" / "psql"
+        argv: list[str | Path] = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", self.sock, "-p", str(self.port),
+                                  "-U", user, "-d", db]  # fmt: skip
+        return provision.run_as(self.user, [*argv, "-c", sql])
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+    def settings(self, versions: tuple[str, ...] = ALL, **extra: object) -> dict[str, object]:
+        from nixos_migrate_postgresql.testing import postgresql
+
+        database = {"db_url": self.url, "db_password_file": str(self.password_file),
+                    "pg_bin": str(postgresql(PG_MAJOR) / "bin")}  # fmt: skip
+        return super().settings(versions, **(database | extra))
+
+
+def make_pg_database(root: Path, series: str, *, users: int = 300) -> PgInstance:
+    instance = PgInstance(root / "jupyterhub")
+    instance.create()
+    instance.start_postgres()
+    python = package(series) / "bin" / "python"
+    provision.run_as(instance.user, ["env", f"PGPASSWORD={PG_PASSWORD}", python, "-c", BUILD, instance.url, str(users)])
+    return instance
+
+
+def pg_digest(instance: PgInstance) -> dict[str, Any]:
+    """As `digest`, read from PostgreSQL with psycopg (values as PostgreSQL types)."""
+    import psycopg
+
+    found: dict[str, Any] = {}
+    conninfo = f"host={instance.sock} port={instance.port} dbname=jupyterhub user=postgres"
+    with psycopg.connect(conninfo) as db:
+        for table, columns in COLUMNS.items():
+            rows = db.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
+            found[table] = (len(rows), hashlib.sha256(repr(sorted(rows, key=repr)).encode()).hexdigest())
+        found["alembic_version"] = db.execute("SELECT version_num FROM alembic_version").fetchone()
+    return found
