@@ -22,7 +22,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,6 +110,8 @@ def _free_port() -> int:
 
 
 def _health(port: int) -> dict[str, object] | None:
+    import urllib.request  # when a server is asked, not whenever the plugin loads (status)
+
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=5) as reply:
             answer = dict(json.loads(reply.read()))

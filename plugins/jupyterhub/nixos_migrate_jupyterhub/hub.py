@@ -10,7 +10,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,6 +156,8 @@ def _free_port() -> int:
 
 
 def _api(port: int) -> dict[str, object] | None:
+    import urllib.request  # when a server is asked, not whenever the plugin loads (status)
+
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/hub/api", timeout=5) as reply:
             return dict(json.loads(reply.read()))
