@@ -111,13 +111,7 @@ def check(service: Service, step: Step) -> list[Check]:
         checks.append(Check(f"room in {db.parent}", free >= need, f"{free >> 20} MiB free, {need >> 20} MiB needed"))
         if step.direction == "up" and not problems:
             checks.append(_runnable(service, step))
-    unit = service.control.unit
-    if unit and service.control.is_active():
-        checks.append(Check("Grafana stopped before the step", True, f"{unit} runs now; the step stops it first"))
-    else:
-        pids = processes.working_in(s.data_dir, (b"grafana",))
-        detail = f"pid {', '.join(map(str, pids))} works in {s.data_dir}; stop it, or set `unit`" if pids else ""
-        checks.append(Check("Grafana not running", not pids, detail))
+    checks.append(processes.stopped(service, s.data_dir, (b"grafana",), "Grafana"))
     return checks
 
 

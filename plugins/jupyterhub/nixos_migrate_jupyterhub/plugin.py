@@ -92,13 +92,7 @@ def check(service: Service, step: Step) -> list[Check]:
             checks.append(db.may_copy())
     if step.direction == "down" and not problems:
         checks.append(_rehearse(service, step))
-    unit = service.control.unit
-    if unit and service.control.is_active():
-        checks.append(Check("hub stopped before the step", True, f"{unit} runs now; the step stops it first"))
-    else:
-        pids = processes.working_in(s.data_dir, (b"jupyterhub",))
-        detail = f"pid {', '.join(map(str, pids))} works in {s.data_dir}; stop it, or set `unit`" if pids else ""
-        checks.append(Check("hub not running", not pids, detail))
+    checks.append(processes.stopped(service, s.data_dir, (b"jupyterhub",), "hub"))
     return checks
 
 
