@@ -19,17 +19,15 @@ copy, in an order that alternates per round:
 from __future__ import annotations
 
 import argparse
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins" / "grafana" / "tests"))
 
 from grafana_env import Instance, Rig, make_database
+from sidebyside import copy_tree, medians
 
 from nixos_migrate.testing import provision
 
@@ -37,9 +35,7 @@ OLD, NEW = "10.4", "11.6"
 
 
 def clone(pristine: Instance, root: Path) -> Instance:
-    root.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["cp", "-a", str(pristine.root), str(root)], check=True)  # owners kept
-    return Instance(root)
+    return Instance(copy_tree(pristine.root, root))
 
 
 def ours(instance: Instance, root: Path) -> None:
@@ -57,19 +53,11 @@ def main() -> None:
         base = provision.traversable(Path(tmp))
         pristine = make_database(base / "pristine", OLD, dashboards=args.dashboards, annotations=args.dashboards * 20)
         print(f"data: {args.dashboards} dashboards, {pristine.database.stat().st_size >> 20} MiB")
-        times: dict[str, list[float]] = {"bare start": [], "nixos-migrate up": []}
-        for r in range(args.rounds):
-            work = base / f"round-{r}"
-            contenders: dict[str, Callable[[Path], object]] = {
-                "bare start": lambda w: clone(pristine, w / "bare" / "grafana").grafana(NEW),
-                "nixos-migrate up": lambda w: ours(clone(pristine, w / "ours" / "grafana"), w / "ours"),
-            }
-            for name in list(contenders) if r % 2 == 0 else list(contenders)[::-1]:
-                start = time.perf_counter()
-                contenders[name](work)
-                times[name].append(time.perf_counter() - start)
-                print(f"round {r + 1} {name}: {times[name][-1]:.2f} s", flush=True)
-        med = {name: statistics.median(t) for name, t in times.items()}
+        contenders: dict[str, Callable[[Path], object]] = {
+            "bare start": lambda w: clone(pristine, w / "bare" / "grafana").grafana(NEW),
+            "nixos-migrate up": lambda w: ours(clone(pristine, w / "ours" / "grafana"), w / "ours"),
+        }
+        med = medians(contenders, args.rounds, base)
         ours_s, bare_s = med["nixos-migrate up"], med["bare start"]
         print(f"\nup {OLD} -> {NEW}: nixos-migrate {ours_s:.2f} s, bare {bare_s:.2f} s, {ours_s / bare_s:.2f}x")
 

@@ -14,16 +14,15 @@ alternates per round:
 from __future__ import annotations
 
 import argparse
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins" / "jupyterhub" / "tests"))
 
 from jupyterhub_env import Instance, Rig, make_database, package
+from sidebyside import copy_tree, medians
 
 from nixos_migrate.testing import provision
 
@@ -31,9 +30,7 @@ OLD, NEW = "5.5", "6.1"
 
 
 def clone(pristine: Instance, root: Path) -> Instance:
-    root.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["cp", "-a", str(pristine.root), str(root)], check=True)  # owners kept
-    return Instance(root)
+    return Instance(copy_tree(pristine.root, root))
 
 
 def bare(instance: Instance) -> None:
@@ -57,21 +54,11 @@ def main() -> None:
         base = provision.traversable(Path(tmp))
         pristine = make_database(base / "pristine", OLD, users=args.users).root
         print(f"data: {args.users} users, {(pristine / 'state' / 'jupyterhub.sqlite').stat().st_size >> 10} KiB")
-        times: dict[str, list[float]] = {"bare upgrade-db": [], "nixos-migrate up": []}
-        for r in range(args.rounds):
-            work = base / f"round-{r}"
-            contenders = {
-                "bare upgrade-db": lambda w=work: bare(clone(Instance(pristine), w / "bare" / "jupyterhub")),
-                "nixos-migrate up": lambda w=work: ours(
-                    clone(Instance(pristine), w / "ours" / "jupyterhub"), w / "ours"
-                ),
-            }
-            for name in list(contenders) if r % 2 == 0 else list(contenders)[::-1]:
-                start = time.perf_counter()
-                contenders[name]()
-                times[name].append(time.perf_counter() - start)
-                print(f"round {r + 1} {name}: {times[name][-1]:.2f} s", flush=True)
-        med = {name: statistics.median(t) for name, t in times.items()}
+        contenders: dict[str, Callable[[Path], object]] = {
+            "bare upgrade-db": lambda w: bare(clone(Instance(pristine), w / "bare" / "jupyterhub")),
+            "nixos-migrate up": lambda w: ours(clone(Instance(pristine), w / "ours" / "jupyterhub"), w / "ours"),
+        }
+        med = medians(contenders, args.rounds, base)
         ours_s, bare_s = med["nixos-migrate up"], med["bare upgrade-db"]
         print(f"\nup {OLD} -> {NEW}: nixos-migrate {ours_s:.2f} s, bare {bare_s:.2f} s, {ours_s / bare_s:.2f}x")
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins" / "mon
 
 from mongo_corpus import _values
 from mongo_env import Instance, Rig
+from sidebyside import copy_tree
 
 from nixos_migrate.progress import NullProgress
 from nixos_migrate.testing import provision
@@ -61,9 +61,7 @@ def build(root: Path, docs: int) -> Instance:
 
 
 def clone(pristine: Instance, root: Path) -> Instance:
-    root.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["cp", "-a", "--reflink=auto", str(pristine.root), str(root)], check=True)  # owners kept
-    return Instance(root)
+    return Instance(copy_tree(pristine.root, root))
 
 
 def bare_up(instance: Instance) -> None:
