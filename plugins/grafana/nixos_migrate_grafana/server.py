@@ -126,8 +126,8 @@ def running(service: Service, version: str, db: Path, what: str) -> Iterator[dic
     loopback port; the body gets `/api/health`'s answer. Stopped by pid on the way out. `what`
     says what the start is for, in errors."""
     s = settings_of(service)
-    work = service.private_dir(service.state_dir / f"grafana-{version}")
-    shutil.rmtree(work, ignore_errors=True)
+    work = service.state_dir / f"grafana-{version}"
+    shutil.rmtree(work, ignore_errors=True)  # a killed run's leftovers
     service.private_dir(work)
     try:
         for sub in ("plugins", "provisioning", "logs"):
