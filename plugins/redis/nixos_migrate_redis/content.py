@@ -31,6 +31,8 @@ from nixos_migrate_redis import versions
 from nixos_migrate_redis.server import Server
 
 MINUTE = 60_000
+#: keys whose values a fingerprint of depth `sample` digests (see `sampled`)
+SAMPLE_KEYS = 16_384
 _MOD = 1 << 128
 
 # per key: type and absolute expiry in ms (-1: none); ARGV[1] = "1" when PEXPIRETIME exists
@@ -144,22 +146,28 @@ def scan(server: Server, db: int, batch: int, *, digested: bool = False) -> Iter
     while True:
         cursor, names = client.scan(cursor, count=batch)
         if names:
-            pipe = client.pipeline(transaction=False)
-            pipe.evalsha(meta, len(names), *names, "1" if server.modern else "0")
-            if digested:
-                # every type has one; those of sorted sets and streams are replaced below
-                pipe.execute_command("DEBUG", "DIGEST-VALUE", *names)
-            replies = pipe.execute()
-            found = replies[0]
-            values = replies[1] if digested else [b""] * len(names)
-            keys = [Key(bytes(n), found[2 * i].decode(), int(found[2 * i + 1]), values[i]) for i, n in enumerate(names)]
             # a key gone between SCAN and the script has type "none": it expired or was deleted
-            keys = [k for k in keys if k.type != "none"]
-            if digested:
-                _script_digests(client, keys)
-            yield keys
+            yield [k for k in describe(server, db, names, digested=digested, meta=meta) if k.type != "none"]
         if cursor == 0:
             return
+
+
+def describe(server: Server, db: int, names: list[bytes], *, digested: bool, meta: str | None = None) -> list[Key]:
+    """`names` of `db` with type ("none": no such key), absolute expiry and, when `digested`, the
+    server's digest of the value, in one round trip (two for sorted sets and streams)."""
+    client = server.client(db)
+    pipe = client.pipeline(transaction=False)
+    pipe.evalsha(meta or client.script_load(META), len(names), *names, "1" if server.modern else "0")
+    if digested:
+        # every type has one; those of sorted sets and streams are replaced below
+        pipe.execute_command("DEBUG", "DIGEST-VALUE", *names)
+    replies = pipe.execute()
+    found = replies[0]
+    values = replies[1] if digested else [b""] * len(names)
+    keys = [Key(bytes(n), found[2 * i].decode(), int(found[2 * i + 1]), values[i] or b"") for i, n in enumerate(names)]
+    if digested:
+        _script_digests(client, [k for k in keys if k.type != "none"])
+    return keys
 
 
 def _script_digests(client: object, keys: list[Key]) -> None:
@@ -251,9 +259,75 @@ def fingerprint(server: Server, batch: int, progress: Progress, what: str) -> di
     return {"dbs": dbs, "types": types, "other_types": other, "taken": int(time.time() * 1000)}
 
 
+def sampled(server: Server, batch: int, progress: Progress, what: str) -> dict[str, Any]:
+    """The fingerprint of depth `sample`: {"depth": "sample", "dbs": {db: {"keys": n, "expires":
+    n, "sample": {key (hex): [type, expiry, digest]}}}}. The counts are the server's own (exact);
+    the sample is the keys SCAN returns first, which the server's hash of the names spreads over
+    the keyspace, about SAMPLE_KEYS of them in all, shared by the databases by their size."""
+    counts = server.keyspace()
+    total = sum(keys for keys, _ in counts.values())
+    wants = {db: min(keys, max(256, SAMPLE_KEYS * keys // max(total, 1))) for db, (keys, _) in counts.items()}
+    dbs: dict[str, Any] = {}
+    with progress.task(what, total=sum(wants.values())) as task:
+        for db, (keys, expires) in sorted(counts.items()):
+            sample: dict[str, list[Any]] = {}
+            for found in scan(server, db, min(batch, wants[db]), digested=True):
+                taken = found[: wants[db] - len(sample)]
+                for key in taken:
+                    sample[key.name.hex()] = [key.type, key.expire, key.digest.decode()]
+                task.advance(len(taken))
+                if len(sample) >= wants[db]:
+                    break
+            dbs[str(db)] = {"keys": keys, "expires": expires, "sample": sample}
+    return {"depth": "sample", "dbs": dbs, "taken": int(time.time() * 1000)}
+
+
+def compare_sampled(expected: dict[str, Any], server: Server, batch: int) -> Check:
+    """The server's content against a sampled fingerprint: per database the keys without an expiry
+    exactly as many, those with one as many or fewer (the rest expired meanwhile), and every
+    sampled key of the same type, expiry and value, or gone after its expiry passed."""
+    problems: list[str] = []
+    counts = server.keyspace()
+    expired = sampled_keys = 0
+    for db in sorted(set(expected["dbs"]) | {str(d) for d in counts}, key=int):
+        want = expected["dbs"].get(db, {"keys": 0, "expires": 0, "sample": {}})
+        keys, expires = counts.get(int(db), (0, 0))
+        if keys - expires != want["keys"] - want["expires"]:
+            problems.append(f"db{db}: {keys - expires} keys without expiry, {want['keys'] - want['expires']} before")
+        if expires > want["expires"]:
+            problems.append(f"db{db}: {expires} keys with an expiry, {want['expires']} before")
+        names = list(want["sample"])
+        differ: list[str] = []
+        for start in range(0, len(names), batch):
+            chunk = names[start : start + batch]
+            found = describe(server, int(db), [bytes.fromhex(n) for n in chunk], digested=True)
+            now = int(time.time() * 1000)
+            for name, key in zip(chunk, found, strict=True):
+                kind, expire, digest = want["sample"][name]
+                if key.type == "none" and 0 <= expire <= now:
+                    expired += 1
+                elif [key.type, key.expire, key.digest.decode()] != [kind, expire, digest]:
+                    differ.append(key.name.decode(errors="backslashreplace"))
+        sampled_keys += len(names)
+        if differ:
+            shown = ", ".join(differ[:5]) + (f" and {len(differ) - 5} more" if len(differ) > 5 else "")
+            problems.append(f"db{db}: sampled keys missing or changed: {shown}")
+    if problems:
+        return Check("content equals the fingerprint", False, "; ".join(problems))
+    total = sum(keys for keys, _ in counts.values())
+    gone = f"; {expired} sampled keys expired meanwhile" if expired else ""
+    return Check(
+        "content equals the fingerprint",
+        True,
+        f"{total} keys in {len(counts)} databases, counts exact, {sampled_keys} sampled keys equal{gone}",
+    )
+
+
 def summary(found: dict[str, Any]) -> str:
     dbs = found["dbs"]
     keys = sum(d["keys"] for d in dbs.values())
+    if found.get("depth") == "sample":
+        return f"{keys} keys in {len(dbs)} databases ({sum(len(d['sample']) for d in dbs.values())} sampled)"
     types = ", ".join(f"{n} {t}" for t, n in sorted(found["types"].items()))
     return f"{keys} keys in {len(dbs)} databases ({types or 'none'})"
 

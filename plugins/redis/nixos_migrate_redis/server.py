@@ -69,8 +69,16 @@ class Server:
 
     def databases(self) -> dict[int, int]:
         """db number -> key count, of the databases holding keys."""
-        keyspace = self.info("keyspace")
-        return {int(name[2:]): int(fields["keys"]) for name, fields in keyspace.items() if name.startswith("db")}
+        return {db: keys for db, (keys, _) in self.keyspace().items()}
+
+    def keyspace(self) -> dict[int, tuple[int, int]]:
+        """db number -> (keys, keys with an expiry), of the databases holding keys."""
+        found = self.info("keyspace")
+        return {
+            int(name[2:]): (int(fields["keys"]), int(fields["expires"]))
+            for name, fields in found.items()
+            if name.startswith("db")
+        }
 
     def save(self) -> None:
         """A snapshot of everything now, and with append-only on a rewritten AOF (the layout of

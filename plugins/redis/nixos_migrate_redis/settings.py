@@ -34,6 +34,12 @@ class RedisSettings(VersionedSettings):
     initial_version: the series that wrote data whose files do not name it (an AOF without an
         RDB preamble), the first time nixos-migrate sees it; later steps are in the journal.
     batch: keys read or written per round trip in fingerprints and logical copies.
+    verify_depth: how much of the content the fingerprint before a step and the comparison after
+        it read: full (every key: name, type, expiry and the server's digest of its value), sample
+        (per database the exact counts of keys with and without an expiry, and every detail of
+        about 16 000 keys spread over the keyspace), or auto (sample for a load step, whose new
+        server reads the RDB the old one wrote, every byte under its CRC-64; full for a logical
+        step, which writes every key anew).
     """
 
     @staticmethod
@@ -51,3 +57,4 @@ class RedisSettings(VersionedSettings):
     port: int | None = Field(default=None, ge=1024, le=65535)
     initial_version: str | None = None
     batch: int = Field(default=1000, ge=10, le=100_000)
+    verify_depth: Literal["auto", "full", "sample"] = "auto"
