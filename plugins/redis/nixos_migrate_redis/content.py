@@ -21,7 +21,7 @@ import hashlib
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -226,9 +226,12 @@ class _Sum:
         return [self.count, f"{self.total:032x}"]
 
 
-def fingerprint(server: Server, batch: int, progress: Progress, what: str) -> dict[str, Any]:
+def fingerprint(
+    server: Server, batch: int, progress: Progress, what: str, *, each: Callable[[int, list[Key]], None] | None = None
+) -> dict[str, Any]:
     """{"dbs": {db: {"keys": n, "persistent": [count, digest], "expiring": {minute: [count,
-    digest]}}}, "types": {type: count}, "other_types": {type: [first keys]}}."""
+    digest]}}}, "types": {type: count}, "other_types": {type: [first keys]}}; `each` is shown
+    every batch of keys (database, keys) as it is read, for a look at them in the same pass."""
     dbs: dict[str, Any] = {}
     types: dict[str, int] = {}
     other: dict[str, list[str]] = {}
@@ -238,6 +241,8 @@ def fingerprint(server: Server, batch: int, progress: Progress, what: str) -> di
             persistent = _Sum()
             expiring: dict[int, _Sum] = {}
             for keys in _ahead(scan(server, db, batch, digested=True)):
+                if each is not None:
+                    each(db, keys)
                 for key in keys:
                     digest = key.digest
                     types[key.type] = types.get(key.type, 0) + 1

@@ -50,27 +50,43 @@ def _field_expiries(source: Server, db: int, key: bytes) -> dict[bytes, int]:
             return found
 
 
-def refusals(source: Server, target: str, batch: int) -> list[str]:
-    """What the server of `target` cannot hold, each naming its keys (at most ten of each)."""
-    problems: dict[str, list[str]] = {}
+class Refusals:
+    """What the server of `target` cannot hold, gathered batch by batch from `source`'s keys
+    (`see`, also a fingerprint's per-batch hook); `found` names each kind's keys (ten at most)."""
 
-    def note(what: str, db: int, key: bytes) -> None:
-        names = problems.setdefault(what, [])
+    def __init__(self, source: Server, target: str) -> None:
+        self.source = source
+        self.field_expiry = versions.key(target) < versions.key("7.4")
+        self.problems: dict[str, list[str]] = {}
+        self._fields: dict[int, bool] = {}
+
+    def _note(self, what: str, db: int, key: bytes) -> None:
+        names = self.problems.setdefault(what, [])
         if len(names) < 10:
             names.append(f"db{db}:{key.decode(errors='backslashreplace')}")
 
-    field_expiry = versions.key(target) < versions.key("7.4")
+    def see(self, db: int, keys: list[content.Key]) -> None:
+        if db not in self._fields:
+            self._fields[db] = self.field_expiry and _has_field_expiry(self.source, db)
+        for key in keys:
+            if key.type not in versions.CORE_TYPES:
+                self._note(f"keys of type {key.type} (a module's or a newer built-in type)", db, key.name)
+            elif key.type == "hash" and self._fields[db] and _field_expiries(self.source, db, key.name):
+                self._note("hash fields with an expiry (Redis 7.4+)", db, key.name)
+            elif key.type == "stream" and _pending_deleted(self.source, db, key.name):
+                self._note("pending entries of deleted stream entries (XCLAIM cannot recreate them)", db, key.name)
+
+    def found(self) -> list[str]:
+        return [f"{what}: {', '.join(names)}" for what, names in self.problems.items()]
+
+
+def refusals(source: Server, target: str, batch: int) -> list[str]:
+    """What the server of `target` cannot hold, each naming its keys (at most ten of each)."""
+    seen = Refusals(source, target)
     for db in sorted(source.databases()):
-        check_fields = field_expiry and _has_field_expiry(source, db)
         for keys in content.scan(source, db, batch):
-            for key in keys:
-                if key.type not in versions.CORE_TYPES:
-                    note(f"keys of type {key.type} (a module's or a newer built-in type)", db, key.name)
-                elif key.type == "hash" and check_fields and _field_expiries(source, db, key.name):
-                    note("hash fields with an expiry (Redis 7.4+)", db, key.name)
-                elif key.type == "stream" and _pending_deleted(source, db, key.name):
-                    note("pending entries of deleted stream entries (XCLAIM cannot recreate them)", db, key.name)
-    return [f"{what}: {', '.join(names)}" for what, names in problems.items()]
+            seen.see(db, keys)
+    return seen.found()
 
 
 def _pending_deleted(source: Server, db: int, key: bytes) -> bool:

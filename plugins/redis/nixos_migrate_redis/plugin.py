@@ -100,14 +100,20 @@ def check(service: Service, step: Step) -> list[Check]:
                         f"{free >> 20} MiB free, {need >> 20} MiB needed"))  # fmt: skip
     first = installation.data_version(service) == source  # a later step's data exists only then
     if step.data.get("method") == "logical" and first and not found.empty and not missing and not active and not pids:
-        from nixos_migrate_redis import copy, server
+        from nixos_migrate_redis import content, copy, server
 
         with server.running(service, source, s.data_dir, appendonly=installation.appendonly(s, found)) as running:
-            problems = copy.refusals(running, target, s.batch)
+            # one pass over the keys: what the target cannot hold, and the fingerprint the backup
+            # would take of these same files
+            seen = copy.Refusals(running, target)
+            label = f"fingerprint of {versions.label(source)}"
+            expected = content.fingerprint(running, s.batch, service.progress, label, each=seen.see)
+            problems = seen.found()
         checks.append(Check(f"{versions.label(target)} can hold every key", not problems, "; ".join(problems)))
         if not problems:
-            # the step reads the same files: it need not look again unless they changed
-            (service.state_dir / HOLDS).write_text(json.dumps({"target": target, "stamp": _files_stamp(s)}))
+            # the step and its backup read the same files: neither looks again unless they changed
+            record = {"target": target, "stamp": _files_stamp(s), "fingerprint": expected}
+            (service.state_dir / HOLDS).write_text(json.dumps(record))
     return checks
 
 
@@ -120,14 +126,18 @@ def _files_stamp(s: RedisSettings) -> dict[str, list[int]]:
     return checkrecord.stamp(_stamped(s))
 
 
-def _held(service: Service, target: str) -> bool:
-    """Whether check found that `target` can hold every key of the files as they are now."""
+def _checked(service: Service, target: str, *, used: bool) -> dict[str, Any] | None:
+    """The fingerprint check took when it found that `target` can hold every key of the files as
+    they are now, else None; `used`: the record is gone after (the step's own look)."""
     path = service.state_dir / HOLDS
     if not path.is_file():
-        return False
+        return None
     found = json.loads(path.read_text())
-    path.unlink()
-    return bool(found["target"] == target and found["stamp"] == _files_stamp(installation.settings_of(service)))
+    if used:
+        path.unlink()
+    if found["target"] != target or found["stamp"] != _files_stamp(installation.settings_of(service)):
+        return None
+    return dict(found["fingerprint"])
 
 
 def _stamped(s: RedisSettings) -> list[Path]:
@@ -156,9 +166,11 @@ def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
     info = filebackup.backup_paths([s.data_dir], service.private_dir(dest / "files"), service.run, service.progress)
     version = step.from_version or ""
     appendonly = installation.appendonly(s)
-    take = content.sampled if _depth(s, step) == "sample" else content.fingerprint
-    with server.running(service, version, s.data_dir, appendonly=appendonly) as source:
-        expected = take(source, s.batch, service.progress, f"fingerprint of {versions.label(version)}")
+    expected = _checked(service, step.to_version, used=False) if step.data.get("method") == "logical" else None
+    if expected is None:
+        take = content.sampled if _depth(s, step) == "sample" else content.fingerprint
+        with server.running(service, version, s.data_dir, appendonly=appendonly) as source:
+            expected = take(source, s.batch, service.progress, f"fingerprint of {versions.label(version)}")
     (dest / EXPECTED).write_text(json.dumps(expected))
     (service.state_dir / EXPECTED).write_text(json.dumps(expected))
     detail = {**info.detail, "version": version, "content": content.summary(expected)}
@@ -232,16 +244,16 @@ def down(service: Service, step: Step) -> bool:
     appendonly = installation.appendonly(s)
     _clear_staging(s)
     staging = service.private_dir(_staging(s))
-    held = _held(service, target)
+    held = _checked(service, target, used=True) is not None
     with server.running(service, source, s.data_dir, appendonly=appendonly) as old:
         problems = [] if held else copy.refusals(old, target, s.batch)
         if problems:
             raise MigrateError(f"{versions.label(target)} cannot hold: {'; '.join(problems)}")
         with server.running(service, target, staging, appendonly=appendonly, name="target") as new:
             copy.copy(old, new, s.batch, service.progress)
-            with service.progress.task(f"save in {versions.label(target)}'s format"):
-                new.save()
-            check = _compared(new, service, _expected(service), f"content of the {versions.label(target)} copy")
+            what = f"content of the {versions.label(target)} copy"
+            # the snapshot is written by a fork while the comparison reads the same keys
+            check = new.saved_during(lambda: _compared(new, service, _expected(service), what))
             if not check.ok:
                 raise MigrateError(f"the copy into {versions.label(target)} differs: {check.detail}")
     _swap(s, staging)

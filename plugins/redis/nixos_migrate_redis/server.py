@@ -13,15 +13,17 @@ import contextlib
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from nixos_migrate import sockets
 from nixos_migrate.context import Service
 from nixos_migrate.errors import MigrateError
 from nixos_migrate.runner import stop_process, wait_ready
 from nixos_migrate_redis import installation, versions
+
+T = TypeVar("T")
 
 START_TIMEOUT = 3600.0  # loading a big dataset takes a while
 STOP_TIMEOUT = 600.0
@@ -46,16 +48,8 @@ class Server:
     def client(self, db: int = 0, *, raw: bool = False) -> Any:
         """A client of database `db`; `raw`: replies as the server sends them (redis-py reshapes
         some, XINFO and XPENDING among them, into dicts that differ between its versions)."""
-        import redis as redis_py  # imported when a server runs: it costs every command otherwise
-
         if (db, raw) not in self._clients:
-            client = redis_py.Redis(
-                unix_socket_path=str(self.socket),
-                db=db,
-                socket_timeout=START_TIMEOUT,
-                decode_responses=False,
-                protocol=2,  # replies shaped as every version sends them (RESP3 maps differ)
-            )
+            client = connect(self.socket, db)
             if raw:
                 client.response_callbacks.clear()
             self._clients[db, raw] = client
@@ -88,6 +82,31 @@ class Server:
             self.command("BGREWRITEAOF")
             self.wait_rewrite()
 
+    def saved_during(self, work: Callable[[], T]) -> T:
+        """`work`'s result, run while a fork writes the snapshot of the data as it is now (BGSAVE;
+        `work` must not write); then, with append-only on, the AOF rewritten. A fork that fails
+        (no memory for it) falls back to SAVE after `work`."""
+        from redis.exceptions import ResponseError
+
+        try:
+            self.command("BGSAVE")
+        except ResponseError:  # no fork: the server writes it itself, after
+            result = work()
+            self.save()
+            return result
+        result = work()
+        deadline = time.monotonic() + START_TIMEOUT
+        while self.info("persistence").get("rdb_bgsave_in_progress"):
+            if time.monotonic() > deadline:
+                raise MigrateError(f"{versions.label(self.version)}: the snapshot did not end")
+            time.sleep(0.05)
+        if self.info("persistence").get("rdb_last_bgsave_status", "ok") != "ok":
+            self.command("SAVE")  # the fork failed: the server writes it itself
+        if self.info("persistence").get("aof_enabled"):
+            self.command("BGREWRITEAOF")
+            self.wait_rewrite()
+        return result
+
     def wait_rewrite(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
@@ -110,6 +129,24 @@ class Server:
             with contextlib.suppress(Exception):
                 client.close()
         self._clients.clear()
+
+
+def connect(sock: Path, db: int = 0, timeout: float = START_TIMEOUT) -> Any:
+    """A redis-py client of database `db` through `sock` that never retries: redis-py 6+ retries a
+    lost connection three times with a backoff, which made every SHUTDOWN (whose connection the
+    server closes as it exits) wait ~4 s, and would hide a server that died."""
+    import redis as redis_py  # imported when a server runs: it costs every command otherwise
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis_py.Redis(
+        unix_socket_path=str(sock),
+        db=db,
+        socket_timeout=timeout,
+        decode_responses=False,
+        protocol=2,  # replies shaped as every version sends them (RESP3 maps differ)
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 def server_args(service: Service, version: str, data_dir: Path, sock: Path, log: Path, appendonly: bool) -> list[str]:

@@ -24,6 +24,7 @@ from typing import Any
 
 from nixos_migrate.testing import provision
 from nixos_migrate.testing.provision import ProvisionError, debian_prefix
+from nixos_migrate_redis.server import connect
 
 #: version -> (suite, packages: the tools and the libraries the server needs from that suite)
 REDIS: dict[str, tuple[str, list[str]]] = {
@@ -98,7 +99,7 @@ class Instance:
 
         def loaded() -> bool:
             try:
-                return bool(redis.Redis(unix_socket_path=str(sock), protocol=2).ping())
+                return bool(connect(sock, timeout=5).ping())
             except redis.RedisError:
                 return False
 
@@ -106,7 +107,7 @@ class Instance:
             server.start(loaded, timeout=600)
         except ProvisionError as exc:
             raise ProvisionError(f"{exc}\n{log.read_text(errors='replace')[-2000:] if log.exists() else ''}") from None
-        client = redis.Redis(unix_socket_path=str(sock), protocol=2, socket_timeout=3600)
+        client = connect(sock)
         try:
             yield client
             if save:
