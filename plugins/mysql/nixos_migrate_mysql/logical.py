@@ -237,7 +237,7 @@ def copy(service: Service, from_version: str, to_version: str, expected: dict[st
         initialize(service, to_version, staging)
     with (
         running(service, from_version, data_dir, name="source") as source,
-        running(service, to_version, staging, name="target", slow_shutdown=True) as target,
+        running(service, to_version, staging, name="target", slow_shutdown=True, bulk_load=True) as target,
     ):
         dump = installation.tool(source.root, "dump")
         refused = unsupported(source, to_version, dump) + missing_collations(source, target)

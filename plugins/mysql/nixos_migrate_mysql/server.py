@@ -122,6 +122,11 @@ READ_ONLY = (
     "--innodb-buffer-pool-dump-at-shutdown=0",
 )
 
+#: a load into a fresh data directory needs no durability until the server stops: a crash before
+#: that throws the directory away, and a clean shutdown writes and syncs every page (the service,
+#: started later with its own options, keeps the doublewrite buffer and flushes as it is told)
+BULK_LOAD = ("--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0")
+
 
 def server_args(service: Service, version: str, root: Path, data_dir: Path, sock: Path, run: Path) -> list[str]:
     s = installation.settings_of(service)
@@ -163,6 +168,7 @@ def running(
     slow_shutdown: bool = False,
     read_only: bool = False,
     skip_grants: bool = False,
+    bulk_load: bool = False,
 ) -> Iterator[Server]:
     """The server of `version` on `data_dir` for the body; stopped after it (with
     `innodb_fast_shutdown=0` when `slow_shutdown`: purge and change-buffer merge first, the state
@@ -170,7 +176,9 @@ def running(
     `read_only`, every file of `data_dir` is as it was once it stopped (for looking before
     anything may change). With `skip_grants`, the server checks no password (it is reached only
     through its private socket): for tools that cannot carry any password (`mariadb-upgrade`
-    hands it to its child client in a way that breaks on spaces and quotes)."""
+    hands it to its child client in a way that breaks on spaces and quotes). With `bulk_load`, no
+    flush of the redo log at each commit and no doublewrite buffer (BULK_LOAD): only for a fresh
+    data directory that is thrown away unless the server stops cleanly."""
     s = installation.settings_of(service)
     root = installation.prefix(s, version)
     sock = sockets.private_socket(service, s.socket, name)
@@ -184,6 +192,7 @@ def running(
     kept = {p: p.read_bytes() for pattern in ARIA_FILES for p in data_dir.glob(pattern)} if read_only else {}
     argv = server_args(service, version, root, data_dir, sock, run) + (list(READ_ONLY) if read_only else [])
     argv += ["--skip-grant-tables"] if skip_grants else []
+    argv += list(BULK_LOAD) if bulk_load else []
     process = service.run.spawn(argv)
     server = Server(service, version, root, data_dir, sock, log)
     server.skip_grants = skip_grants
