@@ -82,6 +82,13 @@ class Server:
         rows = self.query(sql, params)
         return rows[0][0] if rows else None
 
+    def twin(self) -> Server:
+        """The same server through a connection of its own, for work in another thread (`query`
+        shares one connection); the caller closes it."""
+        other = Server(self.service, self.version, self.root, self.data_dir, self.socket, self.log)
+        other.skip_grants = self.skip_grants
+        return other
+
     def close(self) -> None:
         if self._connection is not None:
             with contextlib.suppress(Exception):
