@@ -187,16 +187,28 @@ def _refusal(target_version: str, objects: list[str]) -> str:
 
 def precheck(service: Service, step: Step) -> Check:
     """Before anything changes: the source server, started on the data, names what the target
-    version cannot hold (the copy checks the target's collations again once it runs)."""
+    version cannot hold (the copy checks the target's collations again once it runs). When it can
+    hold all, the same server takes the fingerprint the step's backup keeps (record.py), so that
+    the backup starts no server of its own."""
     s = installation.settings_of(service)
     source_version = step.from_version or ""
     dump = installation.tool(installation.prefix(s, source_version), "dump")
+    expected = None
     with running(service, source_version, s.data_dir, name="check", read_only=True) as source:
         objects = unsupported(source, step.to_version, dump)
+        if not objects:
+            with service.progress.task(f"fingerprint of {versions.label(source_version)}'s data"):
+                expected = content.fingerprint(source, service.run.identity.name, s.jobs)
     name = f"{versions.label(step.to_version)} can hold every object"
     if objects:
         return Check(name, False, _refusal(step.to_version, objects) + "; " + HINT)
+    if expected is not None:
+        record.keep_fingerprint(service, s.data_dir, step_key(step), expected)
     return Check(name, True, "no data type, collation or history it lacks")
+
+
+def step_key(step: Step) -> str:
+    return f"{step.from_version}->{step.to_version}"
 
 
 HINT = (

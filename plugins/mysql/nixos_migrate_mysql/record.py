@@ -1,15 +1,19 @@
 """The files whose stamp tells that no MariaDB/MySQL server ran on the data since a step checked
 it (nixos_migrate.checkrecord): the redo log, ibdata1's header, Aria's control file and the
-upgrade-info file, which every start and stop writes."""
+upgrade-info file, which every start and stop writes. The same stamp keeps the fingerprint the
+check of a logical step took for that step's backup."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from nixos_migrate import checkrecord
 from nixos_migrate.context import Service
 from nixos_migrate.model import Check
 
+FINGERPRINT = "checked-fingerprint.json"
 _STAMPED = ("ib_logfile0", "ibdata1", "aria_log_control", "mariadb_upgrade_info", "mysql_upgrade_info")
 
 
@@ -26,3 +30,22 @@ def take(service: Service, data_dir: Path, version: str) -> list[Check] | None:
 
 
 discard = checkrecord.discard
+
+
+def keep_fingerprint(service: Service, data_dir: Path, step: str, fingerprint: dict[str, str]) -> None:
+    """The fingerprint check took of the data as it is now, for the backup of `step`."""
+    stamp = checkrecord.stamp(_files(data_dir))
+    payload = {"step": step, "stamp": stamp, "fingerprint": fingerprint}
+    (service.state_dir / FINGERPRINT).write_text(json.dumps(payload))
+
+
+def checked_fingerprint(service: Service, data_dir: Path, step: str) -> dict[str, str] | None:
+    """That fingerprint when no server ran on the data since, else None; used once."""
+    path = service.state_dir / FINGERPRINT
+    if not path.is_file():
+        return None
+    found: dict[str, Any] = json.loads(path.read_text())
+    path.unlink()
+    if found["step"] != step or found["stamp"] != checkrecord.stamp(_files(data_dir)):
+        return None
+    return dict(found["fingerprint"])
