@@ -124,3 +124,38 @@ def test_an_admin_account_with_a_password_from_a_file(tmp_path):
     wrong.write_text("not it\n")
     refused = Rig(tmp_path, instance, admin_user="migrator", password_file=str(wrong)).cli("10.11", "verify")
     assert refused.code != 0 and "Access denied for user 'migrator'" in refused.output
+
+
+def test_a_big_table_loaded_just_before_shutdown_is_sized_by_its_pages_not_by_saved_statistics(tmp_path):
+    """70 MiB loaded into an empty table and shut down at once: the saved InnoDB statistics still
+    say a few pages. The in-place upgrade must sample it (not hash it whole and CHECK it whole),
+    and the logical copy's checks, on a server started again, must see its real size too."""
+    instance = make_instance(tmp_path, "10.11", rows=2_000, history=False)
+    with instance.server() as server:
+        server.execute(
+            "CREATE DATABASE bulk; CREATE TABLE bulk.items (id INT PRIMARY KEY, payload VARCHAR(1000)) ENGINE=InnoDB;"
+            "SET SESSION max_recursive_iterations = 1000000; INSERT INTO bulk.items"
+            " WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 70000)"
+            " SELECT n, REPEAT(MD5(n), 31) FROM s;"
+        )
+    with instance.server() as server:
+        connection = server.connect()
+        cursor = connection.cursor()
+        cursor.execute("SELECT DATA_LENGTH FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'bulk'")
+        [(saved,)] = cursor.fetchall()
+        connection.close()
+    assert saved < 1 << 20, f"the saved statistics were already right ({saved} bytes): the test shows nothing"
+    before = content(instance, "10.11")
+    rig = Rig(tmp_path, instance)
+
+    def check(result, name):
+        return next(c for s in result.json[0]["steps"] for c in s["checks"] if c["name"] == name)
+
+    up = rig.cli("11.8", "up", "--json")
+    assert up.code == 0, up.output
+    assert "1 of 64 MiB and more left to the sampled fingerprint" in check(up, "CHECK TABLE of every table")["detail"]
+    assert content(instance, "11.8") == before
+    down = rig.cli("11.8", "down", "db", "--to", "10.11", "--json")
+    assert down.code == 0, down.output
+    assert check(down, "content equals the fingerprint before the step")["ok"]
+    assert content(instance, "10.11") == before
