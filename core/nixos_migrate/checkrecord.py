@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from nixos_migrate.context import Service
 from nixos_migrate.model import Check
@@ -51,6 +52,27 @@ def take(service: Service, paths: Sequence[Path], version: str) -> list[Check] |
         return None
     checks = [Check(name, ok, detail) for name, ok, detail in record["checks"]]
     return [*checks, Check("checked before the step ended", True, "no server has run on the data since")]
+
+
+def note(service: Service, name: str, paths: Sequence[Path], key: str, value: object) -> None:
+    """`value` kept in the state file `name` for a later hook of the run (the fingerprint a check
+    took, for the step's backup), valid for `key` while the files of `paths` keep their stamp."""
+    payload = {"key": key, "stamp": stamp(paths), "value": value}
+    (service.state_dir / name).write_text(json.dumps(payload))
+
+
+def noted(service: Service, name: str, paths: Sequence[Path], key: str, *, keep: bool = False) -> Any:
+    """The value `note` kept in `name` for `key` while the files still have its stamp, else None;
+    the file is gone after unless `keep`."""
+    path = service.state_dir / name
+    if not path.is_file():
+        return None
+    found = json.loads(path.read_text())
+    if not keep:
+        path.unlink()
+    if found["key"] != key or found["stamp"] != stamp(paths):
+        return None
+    return found["value"]
 
 
 def discard(service: Service) -> None:

@@ -5,9 +5,7 @@ check of a logical step took for that step's backup."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 from nixos_migrate import checkrecord
 from nixos_migrate.context import Service
@@ -34,18 +32,10 @@ discard = checkrecord.discard
 
 def keep_fingerprint(service: Service, data_dir: Path, step: str, fingerprint: dict[str, str]) -> None:
     """The fingerprint check took of the data as it is now, for the backup of `step`."""
-    stamp = checkrecord.stamp(_files(data_dir))
-    payload = {"step": step, "stamp": stamp, "fingerprint": fingerprint}
-    (service.state_dir / FINGERPRINT).write_text(json.dumps(payload))
+    checkrecord.note(service, FINGERPRINT, _files(data_dir), step, fingerprint)
 
 
 def checked_fingerprint(service: Service, data_dir: Path, step: str) -> dict[str, str] | None:
     """That fingerprint when no server ran on the data since, else None; used once."""
-    path = service.state_dir / FINGERPRINT
-    if not path.is_file():
-        return None
-    found: dict[str, Any] = json.loads(path.read_text())
-    path.unlink()
-    if found["step"] != step or found["stamp"] != checkrecord.stamp(_files(data_dir)):
-        return None
-    return dict(found["fingerprint"])
+    found = checkrecord.noted(service, FINGERPRINT, _files(data_dir), step)
+    return None if found is None else dict(found)

@@ -112,8 +112,7 @@ def check(service: Service, step: Step) -> list[Check]:
         checks.append(Check(f"{versions.label(target)} can hold every key", not problems, "; ".join(problems)))
         if not problems:
             # the step and its backup read the same files: neither looks again unless they changed
-            record = {"target": target, "stamp": _files_stamp(s), "fingerprint": expected}
-            (service.state_dir / HOLDS).write_text(json.dumps(record))
+            checkrecord.note(service, HOLDS, _stamped(s), target, expected)
     return checks
 
 
@@ -122,22 +121,11 @@ def _data_files(s: RedisSettings) -> list[Path]:
     return [s.data_dir / s.dbfilename, s.data_dir / s.appenddirname, s.data_dir / s.appendfilename]
 
 
-def _files_stamp(s: RedisSettings) -> dict[str, list[int]]:
-    return checkrecord.stamp(_stamped(s))
-
-
 def _checked(service: Service, target: str, *, used: bool) -> dict[str, Any] | None:
     """The fingerprint check took when it found that `target` can hold every key of the files as
     they are now, else None; `used`: the record is gone after (the step's own look)."""
-    path = service.state_dir / HOLDS
-    if not path.is_file():
-        return None
-    found = json.loads(path.read_text())
-    if used:
-        path.unlink()
-    if found["target"] != target or found["stamp"] != _files_stamp(installation.settings_of(service)):
-        return None
-    return dict(found["fingerprint"])
+    found = checkrecord.noted(service, HOLDS, _stamped(installation.settings_of(service)), target, keep=not used)
+    return None if found is None else dict(found)
 
 
 def _stamped(s: RedisSettings) -> list[Path]:
