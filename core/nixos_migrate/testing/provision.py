@@ -189,9 +189,14 @@ def debian_package(package: str, suite: str, version: str | None = None) -> Path
         spec = f"{package}={version}" if version else package
         # a directory of its own: other workers download other packages of the suite at the same time
         with tempfile.TemporaryDirectory(dir=debs) as fetched:
-            proc = subprocess.run(
-                ["apt-get", *options, "-q", "download", spec], cwd=fetched, capture_output=True, text=True, check=False
-            )
+            argv = ["apt-get", *options, "-q", "download", spec]
+            proc = subprocess.run(argv, cwd=fetched, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                # apt builds its package cache on first use: downloads started together right
+                # after an update can read another's half-written cache ("Unable to locate
+                # package"); once more, alone
+                with cache_lock(f"apt-{suite}"):
+                    proc = subprocess.run(argv, cwd=fetched, capture_output=True, text=True, check=False)
             if proc.returncode != 0:
                 raise ProvisionError(f"apt-get download {spec} from {suite} failed: {proc.stderr.strip()[-1000:]}")
             new = sorted(Path(fetched).glob("*.deb"))
