@@ -78,9 +78,7 @@ class Server:
         """A snapshot of everything now, and with append-only on a rewritten AOF (the layout of
         this version), both finished before it returns."""
         self.command("SAVE")
-        if self.info("persistence").get("aof_enabled"):
-            self.command("BGREWRITEAOF")
-            self.wait_rewrite()
+        self.rewrite_aof()
 
     def saved_during(self, work: Callable[[], T]) -> T:
         """`work`'s result, run while a fork writes the snapshot of the data as it is now (BGSAVE;
@@ -102,10 +100,14 @@ class Server:
             time.sleep(0.05)
         if self.info("persistence").get("rdb_last_bgsave_status", "ok") != "ok":
             self.command("SAVE")  # the fork failed: the server writes it itself
+        self.rewrite_aof()
+        return result
+
+    def rewrite_aof(self) -> None:
+        """With append-only on, the AOF rewritten from the data as it is (this version's layout)."""
         if self.info("persistence").get("aof_enabled"):
             self.command("BGREWRITEAOF")
             self.wait_rewrite()
-        return result
 
     def wait_rewrite(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
