@@ -23,12 +23,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from nixos_migrate.model import Check
 from nixos_migrate.progress import Progress
 from nixos_migrate_redis import versions
 from nixos_migrate_redis.server import Server
+
+T = TypeVar("T")
 
 MINUTE = 60_000
 #: keys whose values a fingerprint of depth `sample` digests (see `sampled`)
@@ -129,17 +131,18 @@ return out
 """
 
 
-@dataclass
+@dataclass(slots=True)
 class Key:
     name: bytes
     type: str
     expire: int  # absolute ms, -1 none
     digest: bytes = b""  # the value's digest, when asked for
+    value: bytes | None = None  # a string's value, when asked for
 
 
-def scan(server: Server, db: int, batch: int, *, digested: bool = False) -> Iterator[list[Key]]:
-    """Every key of `db` in batches, with type, absolute expiry and, when `digested`, the
-    server's digest of its value; the type, expiry and digests of a batch come in one round trip."""
+def scan(server: Server, db: int, batch: int, *, digested: bool = False, values: bool = False) -> Iterator[list[Key]]:
+    """Every key of `db` in batches, with type, absolute expiry and, when `digested`, the digest
+    of its value; `values`: strings come with their value (see `describe`)."""
     client = server.client(db)
     meta = client.script_load(META)
     cursor = 0
@@ -147,30 +150,72 @@ def scan(server: Server, db: int, batch: int, *, digested: bool = False) -> Iter
         cursor, names = client.scan(cursor, count=batch)
         if names:
             # a key gone between SCAN and the script has type "none": it expired or was deleted
-            yield [k for k in describe(server, db, names, digested=digested, meta=meta) if k.type != "none"]
+            found = describe(server, db, names, digested=digested, meta=meta, values=values)
+            yield [k for k in found if k.type != "none"]
         if cursor == 0:
             return
 
 
-def describe(server: Server, db: int, names: list[bytes], *, digested: bool, meta: str | None = None) -> list[Key]:
+def describe(
+    server: Server, db: int, names: list[bytes], *, digested: bool, meta: str | None = None, values: bool = False
+) -> list[Key]:
     """`names` of `db` with type ("none": no such key), absolute expiry and, when `digested`, the
-    server's digest of the value, in one round trip (two for sorted sets and streams)."""
+    server's digest of the value, in one round trip (two for sorted sets and streams). With
+    `values`, strings come with their value and the digest of a string is computed here from the
+    value it comes with (`string_digest`), which spares the server hashing what crosses the socket
+    anyway; the others' digests take a second round trip."""
     client = server.client(db)
     pipe = client.pipeline(transaction=False)
     pipe.evalsha(meta or client.script_load(META), len(names), *names, "1" if server.modern else "0")
-    if digested:
+    if values:
+        pipe.mget(names)
+    elif digested:
         # every type has one; those of sorted sets and streams are replaced below
         pipe.execute_command("DEBUG", "DIGEST-VALUE", *names)
     replies = pipe.execute()
-    found = replies[0]
-    values = replies[1] if digested else [b""] * len(names)
-    keys = [Key(bytes(n), found[2 * i].decode(), int(found[2 * i + 1]), values[i] or b"") for i, n in enumerate(names)]
+    keys = keyed(names, replies[0], None if values or not digested else replies[1])
+    if values:
+        for key, value in zip(keys, replies[1], strict=True):
+            if key.type == "string":
+                if value is None:
+                    key.type = "none"  # gone between the two reads
+                key.value = value
+        if digested:
+            _value_digests(server, client, keys)
     if digested:
-        _script_digests(client, [k for k in keys if k.type != "none"])
+        script_digests(client, [k for k in keys if k.type != "none"])
     return keys
 
 
-def _script_digests(client: object, keys: list[Key]) -> None:
+def keyed(names: list[bytes], meta: list[Any], digests: list[Any] | None) -> list[Key]:
+    """Keys from the META script's reply and, when given, the DEBUG DIGEST-VALUE reply."""
+    if digests is None:
+        return [Key(bytes(n), meta[2 * i].decode(), int(meta[2 * i + 1])) for i, n in enumerate(names)]
+    return [Key(bytes(n), meta[2 * i].decode(), int(meta[2 * i + 1]), digests[i] or b"") for i, n in enumerate(names)]
+
+
+def _value_digests(server: Server, client: Any, keys: list[Key]) -> None:
+    """Digests of keys read with their values: strings hashed here (once the server was seen to
+    agree: `Server.strings_digested_alike`), the other types by the server."""
+    strings = [k for k in keys if k.value is not None]
+    if strings and server.strings_digested_alike is None:
+        # keys without an expiry first: one that expires before the server digests it differs
+        shown = sorted(strings, key=lambda k: k.expire >= 0)[:16]
+        answers = client.execute_command("DEBUG", "DIGEST-VALUE", *[k.name for k in shown])
+        server.strings_digested_alike = all(
+            a == string_digest(k.value or b"", k.expire >= 0) for k, a in zip(shown, answers, strict=True)
+        )
+    alike = bool(server.strings_digested_alike)
+    for key in strings if alike else []:
+        key.digest = string_digest(key.value or b"", key.expire >= 0)
+    asked = [k for k in keys if k.type not in ("none", "zset", "stream") and not (alike and k.value is not None)]
+    if asked:
+        answers = client.execute_command("DEBUG", "DIGEST-VALUE", *[k.name for k in asked])
+        for key, answer in zip(asked, answers, strict=True):
+            key.digest = answer or b""
+
+
+def script_digests(client: object, keys: list[Key]) -> None:
     """Digests of sorted sets and streams, computed by scripts every version runs alike."""
     for kind, script in (("zset", ZSET), ("stream", STREAM)):
         chosen = [k for k in keys if k.type == kind]
@@ -180,10 +225,10 @@ def _script_digests(client: object, keys: list[Key]) -> None:
                 key.digest = digest
 
 
-def _ahead(batches: Iterator[list[Key]]) -> Iterator[list[Key]]:
+def ahead(batches: Iterator[T]) -> Iterator[T]:
     """The batches, the next one read by a thread while the caller digests this one: the server
     works while Python hashes (the socket waits release the GIL)."""
-    ready: queue.Queue[list[Key] | BaseException | None] = queue.Queue(maxsize=2)
+    ready: queue.Queue[T | BaseException | None] = queue.Queue(maxsize=2)
 
     def produce() -> None:
         try:
@@ -203,6 +248,27 @@ def _ahead(batches: Iterator[list[Key]]) -> Iterator[list[Key]]:
             raise item
         yield item
     thread.join()
+
+
+def _sha1(data: bytes) -> int:
+    return int.from_bytes(hashlib.sha1(data, usedforsecurity=False).digest(), "big")
+
+
+# DEBUG DIGEST-VALUE of a string, as debug.c computes it: d = 0; d = SHA1(d ^ SHA1(type, 4 bytes
+# big-endian: 0 for strings)); d = SHA1(d ^ SHA1(value)); with an expiry, d ^= SHA1("!!expire!!")
+_STRING_START = _sha1(_sha1((0).to_bytes(4, "big")).to_bytes(20, "big"))
+_EXPIRE = _sha1(b"!!expire!!")
+
+
+def string_digest(value: bytes, expires: bool) -> bytes:
+    """What `DEBUG DIGEST-VALUE` answers for a string key holding `value` (`expires`: it has an
+    expiry), computed here from the value: the same from 6.0 to 8.x and in Valkey (a test asks
+    every server), and checked against the server's own answer by the copy that uses it."""
+    mixed = _STRING_START ^ _sha1(value)
+    digest = _sha1(mixed.to_bytes(20, "big"))
+    if expires:
+        digest ^= _EXPIRE
+    return b"%040x" % digest
 
 
 def _hash(*parts: bytes) -> int:
@@ -226,42 +292,66 @@ class _Sum:
         return [self.count, f"{self.total:032x}"]
 
 
+class Tally:
+    """A fingerprint built key by key (`add`), database by database (`db` first); `result` is it."""
+
+    def __init__(self) -> None:
+        self.dbs: dict[int, tuple[_Sum, dict[int, _Sum]]] = {}
+        self.types: dict[str, int] = {}
+        self.other: dict[str, list[str]] = {}
+
+    def db(self, db: int) -> None:
+        self.dbs.setdefault(db, (_Sum(), {}))
+
+    def add(self, db: int, keys: list[Key]) -> None:
+        persistent, expiring = self.dbs[db]
+        types = self.types
+        for key in keys:
+            types[key.type] = types.get(key.type, 0) + 1
+            if key.type not in versions.CORE_TYPES:
+                names = self.other.setdefault(key.type, [])
+                if len(names) < 10:
+                    names.append(key.name.decode(errors="backslashreplace"))
+            if key.expire < 0:
+                persistent.add(_hash(key.name, key.type.encode(), key.digest))
+            else:
+                bucket = expiring.setdefault(key.expire // MINUTE, _Sum())
+                bucket.add(_hash(key.name, key.type.encode(), key.digest, str(key.expire).encode()))
+
+    def counts(self) -> dict[int, int]:
+        """db -> keys added."""
+        return {db: p.count + sum(b.count for b in e.values()) for db, (p, e) in self.dbs.items()}
+
+    def result(self) -> dict[str, Any]:
+        counts = self.counts()
+        dbs = {
+            str(db): {
+                "keys": counts[db],
+                "persistent": persistent.pair(),
+                "expiring": {str(m): b.pair() for m, b in sorted(expiring.items())},
+            }
+            for db, (persistent, expiring) in sorted(self.dbs.items())
+        }
+        return {"dbs": dbs, "types": self.types, "other_types": self.other, "taken": int(time.time() * 1000)}
+
+
 def fingerprint(
     server: Server, batch: int, progress: Progress, what: str, *, each: Callable[[int, list[Key]], None] | None = None
 ) -> dict[str, Any]:
     """{"dbs": {db: {"keys": n, "persistent": [count, digest], "expiring": {minute: [count,
     digest]}}}, "types": {type: count}, "other_types": {type: [first keys]}}; `each` is shown
     every batch of keys (database, keys) as it is read, for a look at them in the same pass."""
-    dbs: dict[str, Any] = {}
-    types: dict[str, int] = {}
-    other: dict[str, list[str]] = {}
+    tally = Tally()
     databases = server.databases()
     with progress.task(what, total=sum(databases.values())) as task:
         for db in sorted(databases):
-            persistent = _Sum()
-            expiring: dict[int, _Sum] = {}
-            for keys in _ahead(scan(server, db, batch, digested=True)):
+            tally.db(db)
+            for keys in ahead(scan(server, db, batch, digested=True)):
                 if each is not None:
                     each(db, keys)
-                for key in keys:
-                    digest = key.digest
-                    types[key.type] = types.get(key.type, 0) + 1
-                    if key.type not in versions.CORE_TYPES:
-                        names = other.setdefault(key.type, [])
-                        if len(names) < 10:
-                            names.append(key.name.decode(errors="backslashreplace"))
-                    if key.expire < 0:
-                        persistent.add(_hash(key.name, key.type.encode(), digest))
-                    else:
-                        bucket = expiring.setdefault(key.expire // MINUTE, _Sum())
-                        bucket.add(_hash(key.name, key.type.encode(), digest, str(key.expire).encode()))
+                tally.add(db, keys)
                 task.advance(len(keys))
-            dbs[str(db)] = {
-                "keys": persistent.count + sum(b.count for b in expiring.values()),
-                "persistent": persistent.pair(),
-                "expiring": {str(m): b.pair() for m, b in sorted(expiring.items())},
-            }
-    return {"dbs": dbs, "types": types, "other_types": other, "taken": int(time.time() * 1000)}
+    return tally.result()
 
 
 def sampled(server: Server, batch: int, progress: Progress, what: str) -> dict[str, Any]:

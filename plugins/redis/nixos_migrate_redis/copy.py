@@ -1,7 +1,7 @@
 """A logical copy of every key from one server into another that cannot load the first's files.
 
 An older server refuses a newer RDB file and a newer DUMP payload alike, so every key is read
-by type and written with commands every version knows, in pipelined batches: strings with SET,
+by type and written with commands every version knows, in pipelined batches: strings with MSET,
 lists with RPUSH, sets with SADD, sorted sets with ZADD (scores as exact decimal), hashes with
 HSET, streams entry by entry with XADD at their own ids, then XSETID (the last id survives
 deleted entries), consumer groups (XGROUP CREATE at their last delivered id), their consumers
@@ -20,6 +20,23 @@ from nixos_migrate_redis import content, versions
 from nixos_migrate_redis.server import Server
 
 CHUNK = 1000
+
+# one SCAN batch looked at by the server: the keys a refusal may concern (any type but strings,
+# lists, sets and sorted sets; hashes only when ARGV[3] is '1') with their type, the cursor, and
+# how many keys the batch held; the others do not cross the socket
+KINDS = """
+local found = redis.call('SCAN', ARGV[1], 'COUNT', ARGV[2])
+local out = {}
+for _, k in ipairs(found[2]) do
+  local t = redis.call('TYPE', k)['ok']
+  local plain = t == 'string' or t == 'list' or t == 'set' or t == 'zset' or t == 'none'
+  if not plain and (t ~= 'hash' or ARGV[3] == '1') then
+    out[#out + 1] = k
+    out[#out + 1] = t
+  end
+end
+return {found[1], out, #found[2]}
+"""
 
 
 def _field(pairs: list[Any], name: bytes) -> Any:
@@ -80,12 +97,23 @@ class Refusals:
         return [f"{what}: {', '.join(names)}" for what, names in self.problems.items()]
 
 
-def refusals(source: Server, target: str, batch: int) -> list[str]:
+def refusals(source: Server, target: str, batch: int, progress: Progress) -> list[str]:
     """What the server of `target` cannot hold, each naming its keys (at most ten of each)."""
     seen = Refusals(source, target)
-    for db in sorted(source.databases()):
-        for keys in content.scan(source, db, batch):
-            seen.see(db, keys)
+    databases = source.databases()
+    with progress.task(f"what {versions.label(target)} cannot hold", total=sum(databases.values())) as task:
+        for db in sorted(databases):
+            client = source.client(db)
+            kinds = client.script_load(KINDS)
+            hashes = "1" if seen.field_expiry and _has_field_expiry(source, db) else "0"
+            cursor = b"0"
+            while True:
+                cursor, found, scanned = client.evalsha(kinds, 0, cursor, batch, hashes)
+                pairs = list(zip(found[::2], found[1::2], strict=True))
+                seen.see(db, [content.Key(bytes(name), kind.decode(), -1) for name, kind in pairs])
+                task.advance(int(scanned))
+                if cursor == b"0":
+                    break
     return seen.found()
 
 
@@ -113,32 +141,34 @@ def _pending(source: Server, db: int, key: bytes, group: bytes) -> list[list[Any
         start = page[-1][0]
 
 
-def copy(source: Server, target: Server, batch: int, progress: Progress) -> int:
-    """Every key of `source` into `target` (empty); returns the number copied."""
+def copy(source: Server, target: Server, batch: int, progress: Progress) -> dict[str, Any]:
+    """Every key of `source` into `target` (empty); returns the fingerprint of what it read
+    (`content.fingerprint`'s form, strings digested from the values read), for the comparison of
+    the copy. The next batch is read while this one is written."""
     databases = source.databases()
-    copied = 0
+    read = content.Tally()
     with progress.task(f"copy {versions.label(source.version)} -> {versions.label(target.version)}",
                        total=sum(databases.values())) as task:  # fmt: skip
         for db in sorted(databases):
-            copy_field_ttl = versions.key(target.version) >= versions.key("7.4") and _has_field_expiry(source, db)
-            for keys in content.scan(source, db, batch):
-                _copy_batch(source, target, db, keys, copy_field_ttl)
-                copied += len(keys)
+            read.db(db)
+            field_ttl = versions.key(target.version) >= versions.key("7.4") and _has_field_expiry(source, db)
+            source.client(db), source.client(db, raw=True)  # made here: the reading thread shares them
+            for keys in content.ahead(content.scan(source, db, batch, digested=True, values=True)):
+                _copy_batch(source, target, db, keys, field_ttl)
+                read.add(db, keys)
                 task.advance(len(keys))
-    return copied
+    return read.result()
 
 
 def _copy_batch(source: Server, target: Server, db: int, keys: list[content.Key], field_ttl: bool) -> None:
     read = source.client(db)
     write = target.client(db, raw=True).pipeline(transaction=False)  # replies unread: none parsed
-    strings = [k for k in keys if k.type == "string"]
-    if strings:
-        pairs: list[bytes] = []
-        for key, value in zip(strings, read.mget([k.name for k in strings]), strict=True):
-            if value is not None:  # gone since the scan
-                pairs += [key.name, value]
-        if pairs:
-            write.execute_command("MSET", *pairs)  # one command for the batch's strings
+    pairs: list[bytes] = []
+    for key in keys:
+        if key.value is not None:
+            pairs += [key.name, key.value]
+    if pairs:
+        write.execute_command("MSET", *pairs)  # one command for the batch's strings
     for key in keys:
         if key.type == "list":
             _copy_list(read, write, key.name)

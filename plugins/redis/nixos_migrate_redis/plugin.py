@@ -102,13 +102,15 @@ def check(service: Service, step: Step) -> list[Check]:
     if step.data.get("method") == "logical" and first and not found.empty and not missing and not active and not pids:
         from nixos_migrate_redis import content, copy, server
 
+        label = f"fingerprint of {versions.label(source)}"
         with server.running(service, source, s.data_dir, appendonly=installation.appendonly(s, found)) as running:
-            # one pass over the keys: what the target cannot hold, and the fingerprint the backup
-            # would take of these same files
-            seen = copy.Refusals(running, target)
-            label = f"fingerprint of {versions.label(source)}"
-            expected = content.fingerprint(running, s.batch, service.progress, label, each=seen.see)
-            problems = seen.found()
+            if _depth(s, step) == "full":  # one pass: what the target cannot hold, and the fingerprint
+                seen = copy.Refusals(running, target)
+                expected = content.fingerprint(running, s.batch, service.progress, label, each=seen.see)
+                problems = seen.found()
+            else:
+                problems = copy.refusals(running, target, s.batch, service.progress)
+                expected = content.sampled(running, s.batch, service.progress, label)
         checks.append(Check(f"{versions.label(target)} can hold every key", not problems, "; ".join(problems)))
         if not problems:
             # the step and its backup read the same files: neither looks again unless they changed
@@ -166,10 +168,10 @@ def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
 
 
 def _depth(s: RedisSettings, step: Step) -> str:
-    """Only a load step may sample: the new server reads the files the old one wrote."""
-    if s.verify_depth == "full" or step.data.get("method") != "load":
-        return "full"
-    return "sample"
+    """How much of the data the backup's fingerprint digests: a sample unless `verify_depth` says
+    full. A load step reads the files the old server wrote (counts exact, a sample in detail); a
+    logical step compares every key of its copy with what it read, and the copy with the sample."""
+    return "full" if s.verify_depth == "full" else "sample"
 
 
 def _expected(service: Service) -> dict[str, Any]:
@@ -234,19 +236,39 @@ def down(service: Service, step: Step) -> bool:
     staging = service.private_dir(_staging(s))
     held = _checked(service, target, used=True) is not None
     with server.running(service, source, s.data_dir, appendonly=appendonly) as old:
-        problems = [] if held else copy.refusals(old, target, s.batch)
+        problems = [] if held else copy.refusals(old, target, s.batch, service.progress)
         if problems:
             raise MigrateError(f"{versions.label(target)} cannot hold: {'; '.join(problems)}")
         with server.running(service, target, staging, appendonly=appendonly, name="target") as new:
-            copy.copy(old, new, s.batch, service.progress)
-            what = f"content of the {versions.label(target)} copy"
+            read = copy.copy(old, new, s.batch, service.progress)
             # the snapshot is written by a fork while the comparison reads the same keys
-            check = new.saved_during(lambda: _compared(new, service, _expected(service), what))
+            check = new.saved_during(lambda: _copy_compared(new, service, read))
             if not check.ok:
                 raise MigrateError(f"the copy into {versions.label(target)} differs: {check.detail}")
     _swap(s, staging)
     _record(service, target, check)
     return True
+
+
+def _copy_compared(new: Any, service: Service, read: dict[str, Any]) -> Check:
+    """Every key of the copy, digested by its server, against every key as the copy read it; and
+    the copy against the backup's fingerprint (the data the copy read is the data the backup holds,
+    digested by the servers on both sides)."""
+    from nixos_migrate_redis import content
+
+    s = installation.settings_of(service)
+    expected = _expected(service)
+    since = int(time.time() * 1000)
+    written = content.fingerprint(new, s.batch, service.progress, f"content of the {versions.label(new.version)} copy")
+    copied = content.compare(read, written, since)
+    if expected.get("depth") == "sample":
+        backed = content.compare_sampled(expected, new, s.batch)
+    else:
+        backed = content.compare(expected, written, since)
+    failed = [c.detail for c in (copied, backed) if not c.ok]
+    if failed:
+        return Check(copied.name, False, "; ".join(failed))
+    return Check(copied.name, True, f"{copied.detail}, every key as read; the backup's fingerprint: {backed.detail}")
 
 
 def _swap(s: RedisSettings, staging: Path) -> None:

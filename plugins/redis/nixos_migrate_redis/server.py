@@ -39,6 +39,8 @@ class Server:
         self.log = log
         # redis-py's commands are partly typed: clients are Any here
         self._clients: dict[tuple[int, bool], Any] = {}
+        #: whether DEBUG DIGEST-VALUE of a string equals content.string_digest (None: not yet asked)
+        self.strings_digested_alike: bool | None = None
 
     @property
     def modern(self) -> bool:

@@ -1,18 +1,76 @@
 # mypy: allow-untyped-defs, allow-untyped-calls, allow-incomplete-defs
-"""The fingerprint of depth `sample` (what a load step compares by default) against a real Redis
-7.0 holding the corpus: exact counts per database, and a repeatable sample of keys compared in
-every detail. What it sees and what it does not is the trade of `verify_depth = sample`."""
+"""The fingerprints against real servers: the sampled one (what the backup takes by default) on a
+Redis 7.0 holding the corpus, with exact counts per database and a repeatable sample compared in
+every detail (what it sees and what it does not is the trade of `verify_depth = sample`); a
+string's digest computed here equal to every server's own; and the copy's fingerprint of what
+it read equal to the source's own and to its copy's, a changed value in the copy caught."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import pytest
 from redis_corpus import of_db
 from redis_env import make_instance
 
 from nixos_migrate.progress import NullProgress
-from nixos_migrate_redis import content
+from nixos_migrate_redis import content, copy
 from nixos_migrate_redis.server import Server
+from nixos_migrate_redis.testing import ALL, Instance
+
+
+def _server(client, version, instance):
+    return Server(version, instance.data_dir, Path(client.connection_pool.connection_kwargs["path"]), Path("/dev/null"))
+
+
+@pytest.mark.parametrize("version", ALL)
+def test_every_server_digests_a_string_as_string_digest_computes_it(tmp_path, version):
+    values = [b"", b"0", b"12345", b"-9223372036854775808", b"3.14", b"x" * 44, b"\x00\xff\r\n" * 300,
+              "Grüße, 世界 🙂".encode(), bytes(range(256)) * 4096]  # fmt: skip
+    instance = Instance(tmp_path / "redis").create()
+    with instance.running(version, save=False) as client:
+        server = _server(client, version, instance)
+        for i, value in enumerate(values):
+            client.set(f"plain:{i}", value)
+            client.set(f"expiring:{i}", value, px=86_400_000)
+        names = [f"{kind}:{i}".encode() for kind in ("plain", "expiring") for i in range(len(values))]
+        answers = client.execute_command("DEBUG", "DIGEST-VALUE", *names)
+        computed = [content.string_digest(client.get(n), n.startswith(b"expiring")) for n in names]
+        assert computed == answers
+        keys = content.describe(server, 0, names, digested=True, values=True)
+        assert server.strings_digested_alike is True
+        assert [k.digest for k in keys] == answers and [k.value for k in keys] == values * 2
+
+
+def test_a_server_that_digests_strings_otherwise_digests_them_all_itself(tmp_path, monkeypatch):
+    monkeypatch.setattr(content, "string_digest", lambda value, expires: b"0" * 40)
+    instance = Instance(tmp_path / "redis").create()
+    with instance.running("7.0", save=False) as client:
+        server = _server(client, "7.0", instance)
+        client.mset({f"k{i}": f"value {i}" for i in range(50)})
+        names = [f"k{i}".encode() for i in range(50)]
+        keys = content.describe(server, 0, names, digested=True, values=True)
+        assert server.strings_digested_alike is False
+        assert [k.digest for k in keys] == client.execute_command("DEBUG", "DIGEST-VALUE", *names)
+
+
+def test_the_copy_reads_what_the_source_holds_and_a_changed_value_in_the_copy_is_caught(tmp_path):
+    instance = make_instance(tmp_path, "7.0", keys=20_000, big=True)
+    target = Instance(tmp_path / "target").create()
+    with instance.running("8.0", save=False) as old_client, target.running("7.0", save=False) as new_client:
+        old, new = _server(old_client, "8.0", instance), _server(new_client, "7.0", target)
+        read = copy.copy(old, new, 300, NullProgress())
+        # what the copy read (strings digested here) is the source as its server digests it
+        assert read["dbs"] == content.fingerprint(old, 300, NullProgress(), "source")["dbs"]
+        since = int(time.time() * 1000)
+        written = content.fingerprint(new, 300, NullProgress(), "copy")
+        assert content.compare(read, written, since).ok
+        changed = next(k for k in new_client.scan_iter(match="cache:*", count=1000)
+                       if new_client.type(k) == b"string" and new_client.ttl(k) == -1)  # fmt: skip
+        new_client.append(changed, b"!")
+        found = content.compare(read, content.fingerprint(new, 300, NullProgress(), "copy"), since)
+        assert not found.ok and "db0: keys without expiry differ" in found.detail
 
 
 def test_a_sampled_fingerprint_counts_every_key_and_sees_every_change_in_its_sample(tmp_path, monkeypatch):
