@@ -144,18 +144,19 @@ def _pending(source: Server, db: int, key: bytes, group: bytes) -> list[list[Any
 def copy(source: Server, target: Server, batch: int, progress: Progress) -> dict[str, Any]:
     """Every key of `source` into `target` (empty); returns the fingerprint of what it read
     (`content.fingerprint`'s form, strings digested from the values read), for the comparison of
-    the copy. The next batch is read while this one is written."""
+    the copy."""
     databases = source.databases()
     read = content.Tally()
     with progress.task(f"copy {versions.label(source.version)} -> {versions.label(target.version)}",
                        total=sum(databases.values())) as task:  # fmt: skip
         for db in sorted(databases):
-            read.db(db)
             field_ttl = versions.key(target.version) >= versions.key("7.4") and _has_field_expiry(source, db)
             source.client(db), source.client(db, raw=True)  # made here: the reading thread shares them
-            for keys in content.ahead(content.scan(source, db, batch, digested=True, values=True)):
+            # three stages, each in its own thread, each waiting on its own server or the GIL:
+            # the reads, the hashing of what was read, the writes
+            reads = content.ahead(content.scan(source, db, batch, digested=True, values=True))
+            for keys in content.ahead(read.added(db, map(content.digest_strings, reads))):
                 _copy_batch(source, target, db, keys, field_ttl)
-                read.add(db, keys)
                 task.advance(len(keys))
     return read.result()
 

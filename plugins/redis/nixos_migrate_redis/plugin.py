@@ -259,7 +259,8 @@ def _copy_compared(new: Any, service: Service, read: dict[str, Any]) -> Check:
     s = installation.settings_of(service)
     expected = _expected(service)
     since = int(time.time() * 1000)
-    written = content.fingerprint(new, s.batch, service.progress, f"content of the {versions.label(new.version)} copy")
+    what = f"content of the {versions.label(new.version)} copy"
+    written = content.fingerprint(new, s.batch, service.progress, what, values=True)
     copied = content.compare(read, written, since)
     if expected.get("depth") == "sample":
         backed = content.compare_sampled(expected, new, s.batch)
