@@ -34,12 +34,12 @@ class RedisSettings(VersionedSettings):
     initial_version: the series that wrote data whose files do not name it (an AOF without an
         RDB preamble), the first time nixos-migrate sees it; later steps are in the journal.
     batch: keys read or written per round trip in fingerprints and logical copies.
-    verify_depth: how much of the content the fingerprint before a step and the comparison after
-        it read: full (every key: name, type, expiry and the server's digest of its value), sample
-        (per database the exact counts of keys with and without an expiry, and every detail of
-        about 16 000 keys spread over the keyspace), or auto (sample for a load step, whose new
-        server reads the RDB the old one wrote, every byte under its CRC-64; full for a logical
-        step, which writes every key anew).
+    verify_depth: how much of the content the backup's fingerprint reads, and so what a load
+        step compares after it: full (every key: name, type, expiry and the digest of its value),
+        sample (per database the exact counts of keys with and without an expiry, and every
+        detail of about 16 000 keys spread over the keyspace), or auto (= sample: a load step's
+        new server reads the RDB the old one wrote, every byte under its CRC-64). A logical step
+        writes every key anew and compares its copy in full with what it read whatever the depth.
     """
 
     @staticmethod
