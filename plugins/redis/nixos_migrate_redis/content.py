@@ -140,11 +140,9 @@ class Key:
     value: bytes | None = None  # a string's value, when asked for
 
 
-def scan(server: Server, db: int, batch: int, *, digested: bool = False, values: bool = False) -> Iterator[list[Key]]:
-    """Every key of `db` in batches, with type, absolute expiry and, when `digested`, the digest
-    of its value. With `values`, strings come with their value and without their digest: the
-    caller passes each batch to `digest_strings` where the hashing should happen (another thread
-    than the one waiting for the server's replies)."""
+def scan(server: Server, db: int, batch: int, *, digested: bool = False) -> Iterator[list[Key]]:
+    """Every key of `db` in batches, with type, absolute expiry and, when `digested`, the
+    server's digest of its value; the type, expiry and digests of a batch come in one round trip."""
     client = server.client(db)
     meta = client.script_load(META)
     cursor = 0
@@ -152,27 +150,19 @@ def scan(server: Server, db: int, batch: int, *, digested: bool = False, values:
         cursor, names = client.scan(cursor, count=batch)
         if names:
             # a key gone between SCAN and the script has type "none": it expired or was deleted
-            found = describe(server, db, names, digested=digested, meta=meta, values=values, strings_later=True)
-            yield [k for k in found if k.type != "none"]
+            yield [k for k in describe(server, db, names, digested=digested, meta=meta) if k.type != "none"]
         if cursor == 0:
             return
 
 
 def describe(
-    server: Server,
-    db: int,
-    names: list[bytes],
-    *,
-    digested: bool,
-    meta: str | None = None,
-    values: bool = False,
-    strings_later: bool = False,
+    server: Server, db: int, names: list[bytes], *, digested: bool, meta: str | None = None, values: bool = False
 ) -> list[Key]:
     """`names` of `db` with type ("none": no such key), absolute expiry and, when `digested`, the
     server's digest of the value, in one round trip (two for sorted sets and streams). With
     `values`, strings come with their value and the digest of a string is computed here from the
-    value it comes with (`digest_strings`; by the caller when `strings_later`), which spares the
-    server hashing what crosses the socket anyway; the others' digests take a second round trip."""
+    value it comes with (`string_digest`), which spares the server hashing what crosses the socket
+    anyway; the others' digests take a second round trip."""
     client = server.client(db)
     pipe = client.pipeline(transaction=False)
     pipe.evalsha(meta or client.script_load(META), len(names), *names, "1" if server.modern else "0")
@@ -191,18 +181,8 @@ def describe(
                 key.value = value
         if digested:
             _value_digests(server, client, keys)
-            if not strings_later:
-                digest_strings(keys)
     if digested:
         script_digests(client, [k for k in keys if k.type != "none"])
-    return keys
-
-
-def digest_strings(keys: list[Key]) -> list[Key]:
-    """`keys` (read with their values), the strings the server did not digest now digested here."""
-    for key in keys:
-        if key.value is not None and not key.digest:
-            key.digest = string_digest(key.value, key.expire >= 0)
     return keys
 
 
@@ -214,9 +194,9 @@ def keyed(names: list[bytes], meta: list[Any], digests: list[Any] | None) -> lis
 
 
 def _value_digests(server: Server, client: Any, keys: list[Key]) -> None:
-    """Server digests of keys read with their values: of the types other than strings, and of
-    strings too unless the server was seen to digest them as `string_digest` does
-    (`Server.strings_digested_alike`, asked of the first strings read)."""
+    """Digests of keys read with their values: strings hashed here once the server was seen to
+    digest them as `string_digest` does (`Server.strings_digested_alike`, asked of the first
+    strings read; by the server otherwise), the other types by the server."""
     strings = [k for k in keys if k.value is not None]
     if strings and server.strings_digested_alike is None:
         # keys without an expiry first: one that expires before the server digests it differs
@@ -226,6 +206,8 @@ def _value_digests(server: Server, client: Any, keys: list[Key]) -> None:
             a == string_digest(k.value or b"", k.expire >= 0) for k, a in zip(shown, answers, strict=True)
         )
     alike = bool(server.strings_digested_alike)
+    for key in strings if alike else []:
+        key.digest = string_digest(key.value or b"", key.expire >= 0)
     asked = [k for k in keys if k.type not in ("none", "zset", "stream") and not (alike and k.value is not None)]
     if asked:
         answers = client.execute_command("DEBUG", "DIGEST-VALUE", *[k.name for k in asked])
@@ -306,6 +288,10 @@ class _Sum:
         self.count += 1
         self.total = (self.total + value) % _MOD
 
+    def merge(self, other: _Sum) -> None:
+        self.count += other.count
+        self.total = (self.total + other.total) % _MOD
+
     def pair(self) -> list[Any]:
         return [self.count, f"{self.total:032x}"]
 
@@ -336,12 +322,18 @@ class Tally:
                 bucket = expiring.setdefault(key.expire // MINUTE, _Sum())
                 bucket.add(_hash(key.name, key.type.encode(), key.digest, str(key.expire).encode()))
 
-    def added(self, db: int, batches: Iterator[list[Key]]) -> Iterator[list[Key]]:
-        """`batches` of `db`, each added as it passes."""
-        self.db(db)
-        for keys in batches:
-            self.add(db, keys)
-            yield keys
+    def merge(self, other: Tally) -> None:
+        """`other`'s keys added to these (the sums are order-independent)."""
+        for db, (persistent, expiring) in other.dbs.items():
+            self.db(db)
+            mine, buckets = self.dbs[db]
+            mine.merge(persistent)
+            for minute, bucket in expiring.items():
+                buckets.setdefault(minute, _Sum()).merge(bucket)
+        for kind, count in other.types.items():
+            self.types[kind] = self.types.get(kind, 0) + count
+        for kind, names in other.other.items():
+            self.other[kind] = (self.other.get(kind, []) + names)[:10]
 
     def counts(self) -> dict[int, int]:
         """db -> keys added."""
@@ -361,28 +353,20 @@ class Tally:
 
 
 def fingerprint(
-    server: Server,
-    batch: int,
-    progress: Progress,
-    what: str,
-    *,
-    each: Callable[[int, list[Key]], None] | None = None,
-    values: bool = False,
+    server: Server, batch: int, progress: Progress, what: str, *, each: Callable[[int, list[Key]], None] | None = None
 ) -> dict[str, Any]:
     """{"dbs": {db: {"keys": n, "persistent": [count, digest], "expiring": {minute: [count,
     digest]}}}, "types": {type: count}, "other_types": {type: [first keys]}}; `each` is shown
-    every batch of keys (database, keys) as it is read, for a look at them in the same pass.
-    `values`: strings are read and digested here (`describe`), which costs the server less while
-    it forks a snapshot, the same fingerprint."""
+    every batch of keys (database, keys) as it is read, for a look at them in the same pass."""
     tally = Tally()
     databases = server.databases()
     with progress.task(what, total=sum(databases.values())) as task:
         for db in sorted(databases):
             tally.db(db)
-            for keys in ahead(scan(server, db, batch, digested=True, values=values)):
-                tally.add(db, digest_strings(keys))
+            for keys in ahead(scan(server, db, batch, digested=True)):
                 if each is not None:
                     each(db, keys)
+                tally.add(db, keys)
                 task.advance(len(keys))
     return tally.result()
 

@@ -18,6 +18,7 @@ from typing import Any
 from nixos_migrate.progress import Progress
 from nixos_migrate_redis import content, versions
 from nixos_migrate_redis.server import Server
+from nixos_migrate_redis.workers import Workers, copied, spec
 
 CHUNK = 1000
 
@@ -141,27 +142,23 @@ def _pending(source: Server, db: int, key: bytes, group: bytes) -> list[list[Any
         start = page[-1][0]
 
 
-def copy(source: Server, target: Server, batch: int, progress: Progress) -> dict[str, Any]:
-    """Every key of `source` into `target` (empty); returns the fingerprint of what it read
-    (`content.fingerprint`'s form, strings digested from the values read), for the comparison of
-    the copy."""
+def copy(source: Server, target: Server, batch: int, workers: Workers, progress: Progress) -> dict[str, Any]:
+    """Every key of `source` into `target` (empty), by the worker processes; returns the
+    fingerprint of what they read (`content.fingerprint`'s form, strings hashed from the values
+    read), for the comparison of the copy."""
     databases = source.databases()
     read = content.Tally()
     with progress.task(f"copy {versions.label(source.version)} -> {versions.label(target.version)}",
                        total=sum(databases.values())) as task:  # fmt: skip
         for db in sorted(databases):
             field_ttl = versions.key(target.version) >= versions.key("7.4") and _has_field_expiry(source, db)
-            source.client(db), source.client(db, raw=True)  # made here: the reading thread shares them
-            # three stages, each in its own thread, each waiting on its own server or the GIL:
-            # the reads, the hashing of what was read, the writes
-            reads = content.ahead(content.scan(source, db, batch, digested=True, values=True))
-            for keys in content.ahead(read.added(db, map(content.digest_strings, reads))):
-                _copy_batch(source, target, db, keys, field_ttl)
-                task.advance(len(keys))
+            args = (spec(source), spec(target), db, field_ttl)
+            workers.shared(source, db, batch, copied, args, read, task.advance)
     return read.result()
 
 
-def _copy_batch(source: Server, target: Server, db: int, keys: list[content.Key], field_ttl: bool) -> None:
+def write_batch(source: Server, target: Server, db: int, keys: list[content.Key], field_ttl: bool) -> None:
+    """`keys` (read with their values) written into `target`, in pipelined commands."""
     read = source.client(db)
     write = target.client(db, raw=True).pipeline(transaction=False)  # replies unread: none parsed
     pairs: list[bytes] = []

@@ -227,7 +227,7 @@ def _clear_staging(s: RedisSettings) -> None:
 
 @hookimpl
 def down(service: Service, step: Step) -> bool:
-    from nixos_migrate_redis import copy, server
+    from nixos_migrate_redis import copy, server, workers
 
     s = installation.settings_of(service)
     source, target = step.from_version or "", step.to_version
@@ -239,10 +239,13 @@ def down(service: Service, step: Step) -> bool:
         problems = [] if held else copy.refusals(old, target, s.batch, service.progress)
         if problems:
             raise MigrateError(f"{versions.label(target)} cannot hold: {'; '.join(problems)}")
-        with server.running(service, target, staging, appendonly=appendonly, name="target") as new:
-            read = copy.copy(old, new, s.batch, service.progress)
+        with (
+            server.running(service, target, staging, appendonly=appendonly, name="target") as new,
+            workers.Workers(s.jobs) as pool,
+        ):
+            read = copy.copy(old, new, s.batch, pool, service.progress)
             # the snapshot is written by a fork while the comparison reads the same keys
-            check = new.saved_during(lambda: _copy_compared(new, service, read))
+            check = new.saved_during(lambda: _copy_compared(new, service, read, pool))
             if not check.ok:
                 raise MigrateError(f"the copy into {versions.label(target)} differs: {check.detail}")
     _swap(s, staging)
@@ -250,17 +253,17 @@ def down(service: Service, step: Step) -> bool:
     return True
 
 
-def _copy_compared(new: Any, service: Service, read: dict[str, Any]) -> Check:
+def _copy_compared(new: Any, service: Service, read: dict[str, Any], pool: Any) -> Check:
     """Every key of the copy, digested by its server, against every key as the copy read it; and
     the copy against the backup's fingerprint (the data the copy read is the data the backup holds,
     digested by the servers on both sides)."""
-    from nixos_migrate_redis import content
+    from nixos_migrate_redis import content, workers
 
     s = installation.settings_of(service)
     expected = _expected(service)
     since = int(time.time() * 1000)
     what = f"content of the {versions.label(new.version)} copy"
-    written = content.fingerprint(new, s.batch, service.progress, what, values=True)
+    written = workers.fingerprint(new, s.batch, pool, service.progress, what)
     copied = content.compare(read, written, since)
     if expected.get("depth") == "sample":
         backed = content.compare_sampled(expected, new, s.batch)

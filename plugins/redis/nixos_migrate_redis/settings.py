@@ -34,6 +34,8 @@ class RedisSettings(VersionedSettings):
     initial_version: the series that wrote data whose files do not name it (an AOF without an
         RDB preamble), the first time nixos-migrate sees it; later steps are in the journal.
     batch: keys read or written per round trip in fingerprints and logical copies.
+    jobs: worker processes of a logical copy and of reading the copy back (each with its own
+        connections; the private servers each work in one thread): 2 by default.
     verify_depth: how much of the content the backup's fingerprint reads, and so what a load
         step compares after it: full (every key: name, type, expiry and the digest of its value),
         sample (per database the exact counts of keys with and without an expiry, and every
@@ -57,4 +59,5 @@ class RedisSettings(VersionedSettings):
     port: int | None = Field(default=None, ge=1024, le=65535)
     initial_version: str | None = None
     batch: int = Field(default=1000, ge=10, le=100_000)
+    jobs: int = Field(default=2, ge=1, le=64)
     verify_depth: Literal["auto", "full", "sample"] = "auto"

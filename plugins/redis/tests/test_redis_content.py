@@ -15,7 +15,7 @@ from redis_corpus import of_db
 from redis_env import make_instance
 
 from nixos_migrate.progress import NullProgress
-from nixos_migrate_redis import content, copy
+from nixos_migrate_redis import content, copy, workers
 from nixos_migrate_redis.server import Server
 from nixos_migrate_redis.testing import ALL, Instance
 
@@ -60,11 +60,14 @@ def test_the_copy_reads_what_the_source_holds_and_a_changed_value_in_the_copy_is
     target = Instance(tmp_path / "target").create()
     with instance.running("8.0", save=False) as old_client, target.running("7.0", save=False) as new_client:
         old, new = _server(old_client, "8.0", instance), _server(new_client, "7.0", target)
-        read = copy.copy(old, new, 300, NullProgress())
+        with workers.Workers(2) as pool:
+            read = copy.copy(old, new, 300, pool, NullProgress())
+            since = int(time.time() * 1000)
+            written = workers.fingerprint(new, 300, pool, NullProgress(), "copy")
         # what the copy read (strings digested here) is the source as its server digests it
         assert read["dbs"] == content.fingerprint(old, 300, NullProgress(), "source")["dbs"]
-        since = int(time.time() * 1000)
-        written = content.fingerprint(new, 300, NullProgress(), "copy")
+        # the copy read back by the workers (strings hashed there) is what its server digests
+        assert written["dbs"] == content.fingerprint(new, 300, NullProgress(), "copy")["dbs"]
         assert content.compare(read, written, since).ok
         changed = next(k for k in new_client.scan_iter(match="cache:*", count=1000)
                        if new_client.type(k) == b"string" and new_client.ttl(k) == -1)  # fmt: skip
