@@ -14,6 +14,7 @@ import pytest
 from redis_corpus import of_db
 from redis_env import make_instance
 
+from nixos_migrate.errors import MigrateError
 from nixos_migrate.progress import NullProgress
 from nixos_migrate_redis import content, copy, workers
 from nixos_migrate_redis.server import Server
@@ -118,3 +119,14 @@ def test_a_sampled_fingerprint_counts_every_key_and_sees_every_change_in_its_sam
         # a database that appears is named
         of_db(client, 9).set("stray", "1")
         assert "db9: 1 keys without expiry, 0 before" in compared(sample).detail
+
+
+def test_a_worker_that_fails_fails_the_pass_with_its_cause(tmp_path):
+    instance = Instance(tmp_path / "redis").create()
+    with instance.running("7.0", save=False) as client:
+        server = _server(client, "7.0", instance)
+        client.mset({f"k{i}": str(i) for i in range(100)})
+        gone = ("7.0", str(tmp_path / "no-such.sock"))  # the workers reach no server there
+        with workers.Workers(2) as pool, pytest.raises(MigrateError) as failed:
+            pool.shared(server, 0, 10, workers.read, (gone, 0), content.Tally(), lambda n: None)
+        assert "Redis 7.0: ConnectionError" in failed.value.message and "no-such.sock" in failed.value.message
