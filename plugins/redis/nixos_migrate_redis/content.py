@@ -23,14 +23,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from nixos_migrate.model import Check
 from nixos_migrate.progress import Progress
 from nixos_migrate_redis import versions
 from nixos_migrate_redis.server import Server
-
-T = TypeVar("T")
 
 MINUTE = 60_000
 #: keys whose values a fingerprint of depth `sample` digests (see `sampled`)
@@ -172,7 +170,9 @@ def describe(
         # every type has one; those of sorted sets and streams are replaced below
         pipe.execute_command("DEBUG", "DIGEST-VALUE", *names)
     replies = pipe.execute()
-    keys = keyed(names, replies[0], None if values or not digested else replies[1])
+    found = replies[0]
+    digests = replies[1] if digested and not values else [b""] * len(names)
+    keys = [Key(bytes(n), found[2 * i].decode(), int(found[2 * i + 1]), digests[i] or b"") for i, n in enumerate(names)]
     if values:
         for key, value in zip(keys, replies[1], strict=True):
             if key.type == "string":
@@ -182,15 +182,8 @@ def describe(
         if digested:
             _value_digests(server, client, keys)
     if digested:
-        script_digests(client, [k for k in keys if k.type != "none"])
+        _script_digests(client, [k for k in keys if k.type != "none"])
     return keys
-
-
-def keyed(names: list[bytes], meta: list[Any], digests: list[Any] | None) -> list[Key]:
-    """Keys from the META script's reply and, when given, the DEBUG DIGEST-VALUE reply."""
-    if digests is None:
-        return [Key(bytes(n), meta[2 * i].decode(), int(meta[2 * i + 1])) for i, n in enumerate(names)]
-    return [Key(bytes(n), meta[2 * i].decode(), int(meta[2 * i + 1]), digests[i] or b"") for i, n in enumerate(names)]
 
 
 def _value_digests(server: Server, client: Any, keys: list[Key]) -> None:
@@ -215,7 +208,7 @@ def _value_digests(server: Server, client: Any, keys: list[Key]) -> None:
             key.digest = answer or b""
 
 
-def script_digests(client: object, keys: list[Key]) -> None:
+def _script_digests(client: object, keys: list[Key]) -> None:
     """Digests of sorted sets and streams, computed by scripts every version runs alike."""
     for kind, script in (("zset", ZSET), ("stream", STREAM)):
         chosen = [k for k in keys if k.type == kind]
@@ -225,10 +218,10 @@ def script_digests(client: object, keys: list[Key]) -> None:
                 key.digest = digest
 
 
-def ahead(batches: Iterator[T]) -> Iterator[T]:
+def _ahead(batches: Iterator[list[Key]]) -> Iterator[list[Key]]:
     """The batches, the next one read by a thread while the caller digests this one: the server
     works while Python hashes (the socket waits release the GIL)."""
-    ready: queue.Queue[T | BaseException | None] = queue.Queue(maxsize=2)
+    ready: queue.Queue[list[Key] | BaseException | None] = queue.Queue(maxsize=2)
 
     def produce() -> None:
         try:
@@ -335,15 +328,10 @@ class Tally:
         for kind, names in other.other.items():
             self.other[kind] = (self.other.get(kind, []) + names)[:10]
 
-    def counts(self) -> dict[int, int]:
-        """db -> keys added."""
-        return {db: p.count + sum(b.count for b in e.values()) for db, (p, e) in self.dbs.items()}
-
     def result(self) -> dict[str, Any]:
-        counts = self.counts()
         dbs = {
             str(db): {
-                "keys": counts[db],
+                "keys": persistent.count + sum(b.count for b in expiring.values()),
                 "persistent": persistent.pair(),
                 "expiring": {str(m): b.pair() for m, b in sorted(expiring.items())},
             }
@@ -363,7 +351,7 @@ def fingerprint(
     with progress.task(what, total=sum(databases.values())) as task:
         for db in sorted(databases):
             tally.db(db)
-            for keys in ahead(scan(server, db, batch, digested=True)):
+            for keys in _ahead(scan(server, db, batch, digested=True)):
                 if each is not None:
                     each(db, keys)
                 tally.add(db, keys)
