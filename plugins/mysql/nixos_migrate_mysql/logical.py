@@ -1,9 +1,11 @@
 """Logical copies: a dump of the server the data is at, loaded into a fresh data directory of
 another version (every downgrade; upgrades with `method = "logical"`).
 
-The copy is built beside the data directory (same filesystem, a hidden name) and checked
-against the fingerprint taken before the step while both servers are up; only then does it
-replace the data directory (two renames). A failure anywhere leaves the data directory as it
+The copy is built beside the data directory (same filesystem, a hidden name). While the dump
+runs, the source server's rows are hashed in full on connections of their own (the load keeps
+one core busy; the hashing takes the other); the copy, on its server started again, is compared
+with that in full, and the source with the fingerprint the backup keeps (at its depth); only then
+does the copy replace the data directory (two renames). A failure anywhere leaves the data directory as it
 was. What the older version cannot hold (a data type or collation it lacks) is named before
 anything is loaded.
 
@@ -16,6 +18,7 @@ tables), loaded after the data, then `FLUSH PRIVILEGES`.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import re
@@ -198,7 +201,8 @@ def precheck(service: Service, step: Step) -> Check:
         objects = unsupported(source, step.to_version, dump)
         if not objects:
             with service.progress.task(f"fingerprint of {versions.label(source_version)}'s data"):
-                expected = content.fingerprint(source, service.run.identity.name, s.jobs)
+                sample = installation.sampled(s, step)
+                expected = content.fingerprint(source, service.run.identity.name, s.jobs, sample)
     name = f"{versions.label(step.to_version)} can hold every object"
     if objects:
         return Check(name, False, _refusal(step.to_version, objects) + "; " + HINT)
@@ -231,9 +235,10 @@ def missing_collations(source: Server, target: Server) -> list[str]:
     return [f"{what} (collation {collation})" for what, collation in used if str(collation) not in have]
 
 
-def copy(service: Service, from_version: str, to_version: str, expected: dict[str, str]) -> None:
+def copy(service: Service, from_version: str, to_version: str, expected: dict[str, str], sample: bool) -> None:
     """Dump the data of `from_version`, load it into a fresh data directory of `to_version`,
-    compare it with `expected`, and put it in place of the data directory."""
+    compare it in full with the source as read during the dump, the source with `expected` (the
+    backup's fingerprint; `sample`: of that depth), and put it in place of the data directory."""
     s = installation.settings_of(service)
     data_dir = s.data_dir
     if os.path.ismount(data_dir):
@@ -262,7 +267,12 @@ def copy(service: Service, from_version: str, to_version: str, expected: dict[st
         if options and versions.key(source.version) < (11, 5) <= versions.key(target.version):
             options.append("--update-history")  # 11.5 moved the end of time from 2038 to 2106
         crosses_end_of_time = bool(options) and versions.key(target.version) < (11, 5) <= versions.key(source.version)
-        with source.client_options() as source_options, target.client_options() as target_options:
+        with (
+            source.client_options() as source_options,
+            target.client_options() as target_options,
+            concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader,
+        ):
+            read = reader.submit(_read_source, source.twin(), user, s.jobs, sample)
             if databases:
                 with service.progress.task(f"dump of {len(databases)} databases into {versions.label(to_version)}"):
                     root_runner.pipeline(
@@ -276,9 +286,16 @@ def copy(service: Service, from_version: str, to_version: str, expected: dict[st
                              "--max-allowed-packet=1G", "--binary-mode"],
                         ]
                     )  # fmt: skip
+            source_rows, source_depth = read.result()
         for statement in grants:
             target.query(statement)
         target.query("FLUSH PRIVILEGES")
+    backed = content.compare(expected, source_depth)
+    if not backed.ok:
+        raise MigrateError(
+            f"the data of {versions.label(from_version)} is not what the backup's fingerprint holds: {backed.detail}",
+            hint="nothing changed; run the step again (it takes a new backup)",
+        )
     # the copy is checked as the service will find it: by a server started again on the files the
     # loading one left at its shutdown (which also sizes each table anew: MariaDB's bulk insert into
     # an empty table leaves the statistics of an empty one, and CHECK TABLE of a table filled in
@@ -287,13 +304,25 @@ def copy(service: Service, from_version: str, to_version: str, expected: dict[st
         running(service, to_version, staging, name="target", slow_shutdown=True) as target,
         service.progress.task("checks of the copy, compared with the fingerprint"),
     ):
-        checks = content.after_step(target, expected, user, s.jobs)
+        checks = content.after_step(target, source_rows, user, s.jobs)
     problems = [f"{c.name}: {c.detail}" for c in checks if not c.ok]
     if problems:
         raise MigrateError(f"the copy on {versions.label(to_version)}: " + "; ".join(problems))
     _carry_files(data_dir, staging)
     _swap(data_dir, staging)
     record.keep(service, data_dir, to_version, checks)
+
+
+def _read_source(source: Server, user: str, jobs: int, sample: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """The source's fingerprint in full, and at the depth of the backup's (the same when that is
+    full), through `source`'s connection (a twin), closed after."""
+    try:
+        full = content.fingerprint(source, user, jobs)
+        return full, content.fingerprint(source, user, jobs, sample=True) if sample else full
+    except Exception as exc:  # the server's own error, named as the copy's failure
+        raise MigrateError(f"{versions.label(source.version)}: the source could not be read: {exc}") from exc
+    finally:
+        source.close()
 
 
 def _carry_files(data_dir: Path, staging: Path) -> None:

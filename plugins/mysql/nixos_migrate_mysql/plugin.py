@@ -215,7 +215,7 @@ def up(service: Service, step: Step) -> bool:
     from nixos_migrate_mysql import logical, upgrade
 
     if step.data.get("method") == "logical":
-        logical.copy(service, step.from_version or "", step.to_version, _expected(service))
+        logical.copy(service, step.from_version or "", step.to_version, _expected(service), _sampled(service, step))
     else:
         upgrade.in_place(service, step, _expected(service))
     return True
@@ -225,8 +225,12 @@ def up(service: Service, step: Step) -> bool:
 def down(service: Service, step: Step) -> bool:
     from nixos_migrate_mysql import logical
 
-    logical.copy(service, step.from_version or "", step.to_version, _expected(service))
+    logical.copy(service, step.from_version or "", step.to_version, _expected(service), _sampled(service, step))
     return True
+
+
+def _sampled(service: Service, step: Step) -> bool:
+    return installation.sampled(installation.settings_of(service), step)
 
 
 @hookimpl

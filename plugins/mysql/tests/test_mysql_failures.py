@@ -16,13 +16,13 @@ from nixos_migrate.testing import provision
 from nixos_migrate_mysql.testing import mariadb
 
 
-def _prefix_with_upgrade(tmp_path, script: str):
-    """A copy of the 10.11 prefix whose mariadb-upgrade is `script`."""
+def _prefix_with(tmp_path, script: str, program: str = "mariadb-upgrade"):
+    """A copy of the 10.11 prefix whose `program` is `script` ({real}: the real one)."""
     prefix = tmp_path / "mariadb-10.11"
     shutil.copytree(mariadb("10.11"), prefix, symlinks=True)
-    tool = prefix / "bin" / "mariadb-upgrade"
+    tool = prefix / "bin" / program
     tool.unlink()
-    tool.write_text(script.format(real=mariadb("10.11") / "bin" / "mariadb-upgrade"))
+    tool.write_text(script.format(real=mariadb("10.11") / "bin" / program))
     tool.chmod(0o755)
     provision.traversable(prefix)
     return prefix
@@ -36,7 +36,7 @@ def _packages(instance, **override):
 def test_a_skipped_mariadb_upgrade_is_caught_by_verify_and_restored(tmp_path):
     instance = make_instance(tmp_path, "10.5", rows=2000)
     before = files(instance)
-    prefix = _prefix_with_upgrade(tmp_path, "#!/bin/sh\nexit 0\n")
+    prefix = _prefix_with(tmp_path, "#!/bin/sh\nexit 0\n")
     rig = Rig(tmp_path, instance, packages=_packages(instance, **{"10_11": prefix}))
     result = rig.cli("10.11", "up")
     assert result.code == 1, result.output
@@ -53,7 +53,7 @@ def test_a_server_killed_during_the_upgrade_is_restored_exactly(tmp_path):
         "# the real tool runs for a moment, then the server dies under it\n"
         '{real} "$@" & sleep 0.3; pkill -KILL -f "datadir=' + str(instance.data_dir) + '"; wait; exit 1\n'
     )
-    rig = Rig(tmp_path, instance, packages=_packages(instance, **{"10_11": _prefix_with_upgrade(tmp_path, killer)}))
+    rig = Rig(tmp_path, instance, packages=_packages(instance, **{"10_11": _prefix_with(tmp_path, killer)}))
     result = rig.cli("10.11", "up")
     assert result.code == 1, result.output
     assert "restored" in result.stderr
@@ -72,6 +72,30 @@ def test_a_downgrade_the_older_version_cannot_hold_is_refused_naming_the_objects
     assert refused.code == 3, refused.output
     assert "shop.tokens.token of type uuid" in refused.stderr
     assert "history rows of system-versioned table shop.prices" in refused.stderr
+    assert files(instance) == before
+    assert rig.cli("10.11", "status", "--json").json[0]["data_version"] == "10.11"
+
+
+def test_data_that_differs_from_the_backups_fingerprint_is_not_copied_and_restored(tmp_path):
+    """The copy is compared in full with the rows read during the dump, and those with the
+    fingerprint the backup keeps: a row changed in between (here by the source server itself as
+    it starts for the copy) fails the step before the copy replaces anything."""
+    instance = make_instance(tmp_path, "10.11", rows=2000, history=False)
+    before = files(instance)
+    change = tmp_path / "change.sql"
+    change.write_text("UPDATE shop.customers SET balance = balance + 1 ORDER BY id LIMIT 1;\n")
+    provision.traversable(tmp_path)
+    # every start but the read-only one of the check (the down's source) changes a row first
+    server = (
+        "#!/bin/sh\n"
+        'case " $* " in *" --read-only "*|*" --version "*|*" --help "*) exec {real} "$@";; esac\n'
+        f'exec {{real}} "$@" --init-file={change}\n'
+    )
+    rig = Rig(tmp_path, instance, packages=_packages(instance, **{"10_11": _prefix_with(tmp_path, server, "mariadbd")}))
+    result = rig.cli("10.5", "up")  # to an older target: a downgrade
+    assert result.code == 1, result.output
+    assert "is not what the backup's fingerprint holds" in result.stderr and "table shop.customers" in result.stderr
+    assert "restored" in result.stderr
     assert files(instance) == before
     assert rig.cli("10.11", "status", "--json").json[0]["data_version"] == "10.11"
 
