@@ -2,12 +2,12 @@
 another version (every downgrade; upgrades with `method = "logical"`).
 
 The copy is built beside the data directory (same filesystem, a hidden name). While the dump
-runs, the source server's rows are hashed in full on connections of their own (the load keeps
-one core busy; the hashing takes the other); the copy, on its server started again, is compared
-with that in full, and the source with the fingerprint the backup keeps (at its depth); only then
-does the copy replace the data directory (two renames). A failure anywhere leaves the data directory as it
-was. What the older version cannot hold (a data type or collation it lacks) is named before
-anything is loaded.
+runs, the source server's rows are hashed in full on connections of their own, so that the check
+before the step need only read the sample the backup keeps; the copy, on its server started
+again, is compared with that in full, and the source with the backup's fingerprint (at its
+depth); only then does the copy replace the data directory (two renames). A failure anywhere
+leaves the data directory as it was. What the older version cannot hold (a data type or
+collation it lacks) is named before anything is loaded.
 
 The dump is written by the newer version's dump tool (it knows everything the newer server
 has); its first line may be the "sandbox mode" comment (mariadb-dump from 10.5.25, 10.11.8,
