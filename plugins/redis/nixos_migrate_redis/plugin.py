@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nixos_migrate import checkrecord, filebackup, processes
 from nixos_migrate.context import Service
@@ -28,6 +28,10 @@ from nixos_migrate.hookspecs import hookimpl
 from nixos_migrate.model import BackupInfo, BackupRecord, Check, Step
 from nixos_migrate_redis import datafiles, installation, versions
 from nixos_migrate_redis.settings import RedisSettings
+
+if TYPE_CHECKING:  # imported when a server runs: the CLI's start stays light
+    from nixos_migrate_redis.server import Server
+    from nixos_migrate_redis.workers import Workers
 
 EXPECTED = "expected.json"
 #: written by check when the target of a down step can hold every key, with the files' stamp
@@ -181,7 +185,7 @@ def _expected(service: Service) -> dict[str, Any]:
     return dict(json.loads(path.read_text()))
 
 
-def _compared(running: Any, service: Service, expected: dict[str, Any], what: str) -> Check:
+def _compared(running: Server, service: Service, expected: dict[str, Any], what: str) -> Check:
     from nixos_migrate_redis import content
 
     s = installation.settings_of(service)
@@ -253,7 +257,7 @@ def down(service: Service, step: Step) -> bool:
     return True
 
 
-def _copy_compared(new: Any, service: Service, read: dict[str, Any], pool: Any) -> Check:
+def _copy_compared(new: Server, service: Service, read: dict[str, Any], pool: Workers) -> Check:
     """Every key of the copy, digested by its server, against every key as the copy read it; and
     the copy against the backup's fingerprint (the data the copy read is the data the backup holds,
     digested by the servers on both sides)."""
