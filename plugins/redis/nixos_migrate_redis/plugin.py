@@ -3,9 +3,11 @@
 A newer server loads an older one's files, an older one refuses a newer format. So an up step
 lets the newer server load the data on a private socket, compares its content with the
 fingerprint taken before, saves it in its own format (and rewrites the AOF into its own layout),
-and stops. A down step (and a crossing to a Valkey that cannot read Redis 7.4+'s format) starts
-both servers, copies every key by type into a fresh directory of the older one
-(copy.py), compares, and puts the older files in place of the newer ones. Before either, `backup`
+and stops. A down step (and a crossing to a Valkey that cannot read Redis 7.4+'s format) rewrites
+a snapshot of 7.2+ offline in the older format (transcode.py) and lets the older server load and
+compare it; where that cannot be (an AOF, a 6.x target, a key the rewrite does not carry) it
+starts both servers and copies every key by type into a fresh directory of the older one
+(copy.py). Either way it compares, and puts the older files in place of the newer ones. Before either, `backup`
 copies the data directory (a snapshot or reflink where the filesystem has them) and takes the
 fingerprint (content.py).
 """
@@ -231,13 +233,75 @@ def _clear_staging(s: RedisSettings) -> None:
 
 @hookimpl
 def down(service: Service, step: Step) -> bool:
-    from nixos_migrate_redis import copy, server, workers
+    from nixos_migrate_redis import transcode
 
     s = installation.settings_of(service)
     source, target = step.from_version or "", step.to_version
-    appendonly = installation.appendonly(s)
     _clear_staging(s)
     staging = service.private_dir(_staging(s))
+    why = None
+    if _rewritable(s, target):
+        try:
+            check = _rewritten(service, target, staging)
+        except transcode.Unconvertible as exc:
+            why = f"{exc.message}; every key is copied by type instead"
+            service.progress.log(why)
+            _clear_staging(s)
+            staging = service.private_dir(_staging(s))
+        else:
+            checkrecord.discard(service)
+            _swap(s, staging)
+            _record(service, target, check)
+            return True
+    check = _copied(service, source, target, staging)
+    if why is not None:  # said where the step's checks are read, not only where its progress is watched
+        check = Check(check.name, check.ok, f"{check.detail} ({why})")
+    _swap(s, staging)
+    _record(service, target, check)
+    return True
+
+
+def _rewritable(s: RedisSettings, target: str) -> bool:
+    """Whether the data is one snapshot (no AOF) of a format the rewrite reads, for a target
+    whose format it writes."""
+    from nixos_migrate_redis import transcode
+
+    found = installation.layout(s)
+    if installation.appendonly(s, found) or found.rdb is None or found.aof is not None or found.newest is None:
+        return False
+    return transcode.convertible(found.newest.rdb_version, versions.RDB[target])
+
+
+def _rewritten(service: Service, target: str, staging: Path) -> Check:
+    """The snapshot rewritten in the target's format into `staging`, loaded by the target's
+    server and compared with the backup's fingerprint; the check."""
+    from nixos_migrate_redis import server, transcode
+
+    s = installation.settings_of(service)
+    release = installation.release(installation.prefix(s, target), target)
+    dest = staging / s.dbfilename
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    if os.geteuid() == 0:
+        os.fchown(fd, service.run.identity.uid, service.run.identity.gid)
+    os.close(fd)
+    writer = (versions.flavour(target), release)
+    done = transcode.convert(s.data_dir / s.dbfilename, dest, versions.RDB[target], writer, service.progress)
+    with server.running(service, target, staging, appendonly=False, name="target") as new:
+        what = f"content as {versions.label(target)} loaded the rewritten snapshot"
+        check = _compared(new, service, _expected(service), what)
+    if not check.ok:
+        raise MigrateError(f"{versions.label(target)} loaded other content than was there: {check.detail}")
+    rewritten = f"{done.sets} packed sets and {done.streams} streams written anew, the rest copied as it was"
+    return Check(what, True, f"{check.name}: {check.detail}; {rewritten}")
+
+
+def _copied(service: Service, source: str, target: str, staging: Path) -> Check:
+    """Every key copied by type from the source's server into the target's on `staging`,
+    compared, saved; the check."""
+    from nixos_migrate_redis import copy, server, workers
+
+    s = installation.settings_of(service)
+    appendonly = installation.appendonly(s)
     held = _checked(service, target, used=True) is not None
     with server.running(service, source, s.data_dir, appendonly=appendonly) as old:
         problems = [] if held else copy.refusals(old, target, s.batch, service.progress)
@@ -252,9 +316,7 @@ def down(service: Service, step: Step) -> bool:
             check = new.saved_during(lambda: _copy_compared(new, service, read, pool))
             if not check.ok:
                 raise MigrateError(f"the copy into {versions.label(target)} differs: {check.detail}")
-    _swap(s, staging)
-    _record(service, target, check)
-    return True
+    return check
 
 
 def _copy_compared(new: Server, service: Service, read: dict[str, Any], pool: Workers) -> Check:
