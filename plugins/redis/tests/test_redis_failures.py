@@ -1,6 +1,7 @@
 # mypy: allow-untyped-defs, allow-untyped-calls, allow-incomplete-defs
 """Failures and refusals leave the data directory exactly as it was (every file, byte for byte):
-a server killed while it loads the data, a downgrade the older version cannot hold (refused
+a server killed while it loads the data, an older server that dies on the rewritten snapshot or
+loads other content than it holds, a downgrade the older version cannot hold (refused
 before anything changes, naming the keys), and bad input: a running server, missing binaries,
 a package under the wrong version, another service's data, versions nobody knows."""
 
@@ -46,6 +47,27 @@ def test_a_server_killed_while_it_loads_the_data_is_restored_exactly(tmp_path):
     assert "did not load" in result.stderr and "restored" in result.stderr
     assert files(instance) == before
     assert rig.cli("8.0", "status", "--json").json[0]["data_version"] == "7.0"
+
+
+@pytest.mark.parametrize(
+    ("older", "said"),
+    [
+        # 7.0 dies while it loads the rewritten snapshot
+        ('{real} "$@" & sleep 0.05; kill -KILL $!; wait; exit 1', "did not load"),
+        # 7.0 loads another (missing, so empty) file than the rewritten one: the comparison sees it
+        ('exec {real} "$@" --dbfilename elsewhere.rdb', "loaded other content than was there"),
+    ],
+)
+def test_a_rewritten_snapshot_the_older_server_fails_on_is_restored_exactly(tmp_path, older, said):
+    instance = make_instance(tmp_path, "8.0", keys=20_000)
+    before = files(instance)
+    script = '#!/bin/sh\ncase "$*" in *nixos-migrate-copy*) ' + older + ' ;; esac\nexec {real} "$@"\n'
+    rig = Rig(tmp_path, instance, packages=_packages(**{"7_0": _prefix_with_server(tmp_path, "7.0", script)}))
+    result = rig.cli("7.0", "up")  # to an older target: a down step, the snapshot rewritten
+    assert result.code == 1, result.output
+    assert said in result.stderr and "restored" in result.stderr
+    assert files(instance) == before
+    assert rig.cli("8.0", "status", "--json").json[0]["data_version"] == "8.0"
 
 
 def test_hash_field_expiries_refuse_a_downgrade_below_7_4_naming_the_keys(tmp_path):
