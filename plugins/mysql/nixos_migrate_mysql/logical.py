@@ -30,7 +30,7 @@ from nixos_migrate.context import Service
 from nixos_migrate.errors import MigrateError
 from nixos_migrate.model import Check, Step
 from nixos_migrate.runner import CommandRunner, Identity
-from nixos_migrate_mysql import content, installation, record, versions
+from nixos_migrate_mysql import content, installation, record, rowfiles, versions
 from nixos_migrate_mysql.server import Server, running
 
 _SANDBOX = re.compile(rb"^/\*M?!999999\\- enable the sandbox mode \*/\s*\n")
@@ -47,9 +47,13 @@ def replaced_dir(data_dir: Path) -> Path:
     return data_dir.parent / f".{data_dir.name}.nixos-migrate-replaced"
 
 
+def rows_dir(data_dir: Path) -> Path:
+    return data_dir.parent / f".{data_dir.name}.nixos-migrate-rows"
+
+
 def clear_leftovers(data_dir: Path) -> None:
     """What an interrupted copy left beside the data directory."""
-    for path in (staging_dir(data_dir), replaced_dir(data_dir)):
+    for path in (staging_dir(data_dir), replaced_dir(data_dir), rows_dir(data_dir)):
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -252,9 +256,10 @@ def copy(service: Service, from_version: str, to_version: str, expected: dict[st
     user = service.run.identity.name
     with service.progress.task(f"fresh data directory of {versions.label(to_version)}"):
         initialize(service, to_version, staging)
+    rows = service.private_dir(rows_dir(data_dir))
     with (
-        running(service, from_version, data_dir, name="source") as source,
-        running(service, to_version, staging, name="target", slow_shutdown=True, bulk_load=True) as target,
+        running(service, from_version, data_dir, name="source", files=rows) as source,
+        running(service, to_version, staging, name="target", slow_shutdown=True, bulk_load=True, files=rows) as target,
     ):
         dump = installation.tool(source.root, "dump")
         refused = unsupported(source, to_version, dump) + missing_collations(source, target)
@@ -273,23 +278,40 @@ def copy(service: Service, from_version: str, to_version: str, expected: dict[st
             concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader,
         ):
             read = reader.submit(_read_source, source.twin(), user, s.jobs, sample)
-            if databases:
-                with service.progress.task(f"dump of {len(databases)} databases into {versions.label(to_version)}"):
+
+            def load(args: list[str], what: str, database: str | None = None) -> None:
+                with service.progress.task(what):
                     root_runner.pipeline(
                         [
-                            [dump, f"--defaults-extra-file={source_options}", "--databases", *databases, "--routines",
-                             "--events", "--triggers", "--single-transaction", "--hex-blob", "--quick",
-                             "--default-character-set=utf8mb4", "--skip-dump-date", "--max-allowed-packet=1G",
-                             *options],
+                            [dump, f"--defaults-extra-file={source_options}", "--single-transaction", "--hex-blob",
+                             "--quick", "--default-character-set=utf8mb4", "--skip-dump-date",
+                             "--max-allowed-packet=1G", *args],
                             dump_filter(crosses_end_of_time),
                             [client, f"--defaults-extra-file={target_options}", "--default-character-set=utf8mb4",
-                             "--max-allowed-packet=1G", "--binary-mode"],
+                             "--max-allowed-packet=1G", "--binary-mode", *([database] if database else [])],
                         ]
                     )  # fmt: skip
+
+            files = rowfiles.tables(source, databases) if rowfiles.applies(from_version, to_version) else []
+            if files:  # their definitions first (views may name them), their triggers after their rows
+                rowfiles.create_databases(source, target, databases)
+                for database, names in rowfiles.by_database(files):
+                    load(["--no-data", "--skip-triggers", database, *names], f"definitions of {database}", database)
+            if databases:
+                skipped = [f"--ignore-table={t.schema}.{t.name}" for t in files]
+                load(["--databases", *databases, "--routines", "--events", "--triggers", *skipped, *options],
+                     f"dump of {len(databases)} databases into {versions.label(to_version)}")  # fmt: skip
+            for table in files:
+                with service.progress.task(f"rows of {table.label} as a file"):
+                    rowfiles.move(source, target, table, rows)
+            for database, names in rowfiles.by_database(files):
+                load(["--no-data", "--no-create-info", "--triggers", database, *names], f"triggers of {database}",
+                     database)  # fmt: skip
             source_rows, source_depth = read.result()
         for statement in grants:
             target.query(statement)
         target.query("FLUSH PRIVILEGES")
+    shutil.rmtree(rows, ignore_errors=True)
     backed = content.compare(expected, source_depth)
     if not backed.ok:
         raise MigrateError(
@@ -308,6 +330,9 @@ def copy(service: Service, from_version: str, to_version: str, expected: dict[st
     problems = [f"{c.name}: {c.detail}" for c in checks if not c.ok]
     if problems:
         raise MigrateError(f"the copy on {versions.label(to_version)}: " + "; ".join(problems))
+    if files:
+        moved = ", ".join(t.label for t in files)
+        checks.append(Check("rows moved as files", True, f"{moved} (INTO OUTFILE / LOAD DATA); the rest dumped"))
     _carry_files(data_dir, staging)
     _swap(data_dir, staging)
     record.keep(service, data_dir, to_version, checks)

@@ -180,6 +180,7 @@ def running(
     read_only: bool = False,
     skip_grants: bool = False,
     bulk_load: bool = False,
+    files: Path | None = None,
 ) -> Iterator[Server]:
     """The server of `version` on `data_dir` for the body; stopped after it (with
     `innodb_fast_shutdown=0` when `slow_shutdown`: purge and change-buffer merge first, the state
@@ -189,7 +190,9 @@ def running(
     through its private socket): for tools that cannot carry any password (`mariadb-upgrade`
     hands it to its child client in a way that breaks on spaces and quotes). With `bulk_load`, no
     flush of the redo log at each commit and no doublewrite buffer (BULK_LOAD): only for a fresh
-    data directory that is thrown away unless the server stops cleanly."""
+    data directory that is thrown away unless the server stops cleanly. `files`: the only
+    directory the server may write files into and read them from (`secure_file_priv`), for
+    rowfiles.py; without it, the server's own setting."""
     s = installation.settings_of(service)
     root = installation.prefix(s, version)
     sock = sockets.private_socket(service, s.socket, name)
@@ -204,6 +207,7 @@ def running(
     argv = server_args(service, version, root, data_dir, sock, run) + (list(READ_ONLY) if read_only else [])
     argv += ["--skip-grant-tables"] if skip_grants else []
     argv += list(BULK_LOAD) if bulk_load else []
+    argv += [f"--secure-file-priv={files}"] if files is not None else []
     process = service.run.spawn(argv)
     server = Server(service, version, root, data_dir, sock, log)
     server.skip_grants = skip_grants

@@ -1,6 +1,7 @@
 # mypy: allow-untyped-defs, allow-untyped-calls, allow-incomplete-defs
 """Real MariaDB upgrades and downgrades: 10.5 -> 10.11 -> 11.8 in place, 11.8 -> 10.11 -> 10.5
-by dump and load, the corpus compared by an independent digest at every version."""
+by dump and load (big plain tables' rows as files), the corpus compared by an independent digest
+at every version."""
 
 from __future__ import annotations
 
@@ -34,6 +35,13 @@ def test_up_through_every_series_then_down_again_keeps_every_object(tmp_path):
 
     down = rig.cli("11.8", "down", "db", "--to", "10.11", "--json")
     assert down.code == 0, down.output
+    # the big plain tables' rows went as files: an InnoDB table with generated columns, a foreign
+    # key and a trigger (created after the rows: `log` counts no row per loaded order), blobs, a
+    # partitioned table, an Aria table of a latin1 database; a BIT or a POINT column, system
+    # versioning and small tables stay in the dump
+    moved = next(c["detail"] for c in down.json[0]["steps"][0]["checks"] if c["name"] == "rows moved as files")
+    tables = set(moved.split(" (")[0].split(", "))
+    assert tables == {"shop.orders", "shop.blobs", "shop.measures", "legacy.cache"}, moved
     assert rig.cli("10.11", "status", "--json").json[0]["data_version"] == "10.11"
     assert content(instance, "10.11") == after_write
 
