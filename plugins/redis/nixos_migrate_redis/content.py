@@ -340,6 +340,41 @@ class Tally:
         return {"dbs": dbs, "types": self.types, "other_types": self.other, "taken": int(time.time() * 1000)}
 
 
+def libraries(server: Server) -> list[tuple[bytes, bytes]]:
+    """(name, code) of every function library the server holds (Redis 7.0+, Valkey; none before:
+    there were no functions), sorted."""
+    if not server.modern:
+        return []
+    found = []
+    for library in server.client(raw=True).execute_command("FUNCTION", "LIST", "WITHCODE"):
+        fields = dict(zip(library[::2], library[1::2], strict=True))
+        found.append((bytes(fields[b"library_name"]), bytes(fields[b"library_code"])))
+    return sorted(found)
+
+
+def functions(server: Server) -> dict[str, str]:
+    """The function libraries as a fingerprint holds them: name -> digest of its code (what
+    `FUNCTION LOAD` was given, the engine's first line included)."""
+    return {name.decode(errors="backslashreplace"): hashlib.sha256(code).hexdigest()[:32]
+            for name, code in libraries(server)}  # fmt: skip
+
+
+def _functions_differ(expected: dict[str, Any], found: dict[str, str] | None) -> str | None:
+    """What differs between the libraries of a fingerprint and `found` (None: not read); a
+    fingerprint taken before libraries were part of it holds none to compare."""
+    if "functions" not in expected or found is None:
+        return None
+    want = expected["functions"]
+    if want == found:
+        return None
+    missing = sorted(set(want) - set(found))
+    changed = sorted(n for n in set(want) & set(found) if want[n] != found[n])
+    added = sorted(set(found) - set(want))
+    said = [f"{what}: {', '.join(names)}" for what, names in
+            (("missing", missing), ("changed", changed), ("added", added)) if names]  # fmt: skip
+    return "function libraries differ (" + "; ".join(said) + ")"
+
+
 def fingerprint(
     server: Server, batch: int, progress: Progress, what: str, *, each: Callable[[int, list[Key]], None] | None = None
 ) -> dict[str, Any]:
@@ -356,7 +391,7 @@ def fingerprint(
                     each(db, keys)
                 tally.add(db, keys)
                 task.advance(len(keys))
-    return tally.result()
+    return tally.result() | {"functions": functions(server)}
 
 
 def sampled(server: Server, batch: int, progress: Progress, what: str) -> dict[str, Any]:
@@ -379,7 +414,7 @@ def sampled(server: Server, batch: int, progress: Progress, what: str) -> dict[s
                 if len(sample) >= wants[db]:
                     break
             dbs[str(db)] = {"keys": keys, "expires": expires, "sample": sample}
-    return {"depth": "sample", "dbs": dbs, "taken": int(time.time() * 1000)}
+    return {"depth": "sample", "dbs": dbs, "functions": functions(server), "taken": int(time.time() * 1000)}
 
 
 def compare_sampled(expected: dict[str, Any], server: Server, batch: int) -> Check:
@@ -412,6 +447,9 @@ def compare_sampled(expected: dict[str, Any], server: Server, batch: int) -> Che
         if differ:
             shown = ", ".join(differ[:5]) + (f" and {len(differ) - 5} more" if len(differ) > 5 else "")
             problems.append(f"db{db}: sampled keys missing or changed: {shown}")
+    library_problem = _functions_differ(expected, functions(server))
+    if library_problem:
+        problems.append(library_problem)
     if problems:
         return Check("content equals the fingerprint", False, "; ".join(problems))
     total = sum(keys for keys, _ in counts.values())
@@ -426,10 +464,11 @@ def compare_sampled(expected: dict[str, Any], server: Server, batch: int) -> Che
 def summary(found: dict[str, Any]) -> str:
     dbs = found["dbs"]
     keys = sum(d["keys"] for d in dbs.values())
+    libraries = f", {len(found['functions'])} function libraries" if found.get("functions") else ""
     if found.get("depth") == "sample":
-        return f"{keys} keys in {len(dbs)} databases ({sum(len(d['sample']) for d in dbs.values())} sampled)"
+        return f"{keys} keys in {len(dbs)} databases ({sum(len(d['sample']) for d in dbs.values())} sampled){libraries}"
     types = ", ".join(f"{n} {t}" for t, n in sorted(found["types"].items()))
-    return f"{keys} keys in {len(dbs)} databases ({types or 'none'})"
+    return f"{keys} keys in {len(dbs)} databases ({types or 'none'}){libraries}"
 
 
 def compare(expected: dict[str, Any], found: dict[str, Any], since: int) -> Check:
@@ -456,6 +495,9 @@ def compare(expected: dict[str, Any], found: dict[str, Any], since: int) -> Chec
                 ahead_differs.append(minute)
         if ahead_differs:
             problems.append(f"db{db}: keys with an expiry differ (expiring in {len(ahead_differs)} minutes)")
+    library_problem = _functions_differ(expected, found.get("functions"))
+    if library_problem:
+        problems.append(library_problem)
     if problems:
         return Check("content equals the fingerprint", False, "; ".join(problems))
     gone = f"; {expired} keys expired meanwhile" if expired else ""

@@ -6,7 +6,8 @@ lists with RPUSH, sets with SADD, sorted sets with ZADD (scores as exact decimal
 HSET, streams entry by entry with XADD at their own ids, then XSETID (the last id survives
 deleted entries), consumer groups (XGROUP CREATE at their last delivered id), their consumers
 and pending entries (XCLAIM ... FORCE with the delivery count), and expiries with PEXPIREAT at
-their absolute millisecond. Big values go in chunks, never in one command.
+their absolute millisecond. Big values go in chunks, never in one command. Function libraries
+(7.0+) are loaded as their code.
 
 `refusals` names, before anything changes, the keys the older server could not hold.
 """
@@ -75,6 +76,7 @@ class Refusals:
     def __init__(self, source: Server, target: str) -> None:
         self.source = source
         self.field_expiry = versions.key(target) < versions.key("7.4")
+        self.functions = versions.key(target) < versions.key("7.0")
         self.problems: dict[str, list[str]] = {}
         self._fields: dict[int, bool] = {}
 
@@ -95,7 +97,12 @@ class Refusals:
                 self._note("pending entries of deleted stream entries (XCLAIM cannot recreate them)", db, key.name)
 
     def found(self) -> list[str]:
-        return [f"{what}: {', '.join(names)}" for what, names in self.problems.items()]
+        named = [f"{what}: {', '.join(names)}" for what, names in self.problems.items()]
+        if self.functions:
+            libraries = [name.decode(errors="backslashreplace") for name, _ in content.libraries(self.source)]
+            if libraries:
+                named.append(f"function libraries (7.0+; the target has no functions): {', '.join(libraries)}")
+        return named
 
 
 def refusals(source: Server, target: str, batch: int, progress: Progress) -> list[str]:
@@ -154,7 +161,9 @@ def copy(source: Server, target: Server, batch: int, workers: Workers, progress:
             field_ttl = versions.key(target.version) >= versions.key("7.4") and _has_field_expiry(source, db)
             args = (spec(source), spec(target), db, field_ttl)
             workers.shared(source, db, batch, copied, args, read, task.advance)
-    return read.result()
+    for _, code in content.libraries(source):  # the code names its library and engine
+        target.client(raw=True).execute_command("FUNCTION", "LOAD", code)
+    return read.result() | {"functions": content.functions(source)}
 
 
 def write_batch(source: Server, target: Server, db: int, keys: list[content.Key], field_ttl: bool) -> None:

@@ -137,4 +137,4 @@ def fingerprint(server: Server, batch: int, workers: Workers, progress: Progress
     with progress.task(what, total=sum(databases.values())) as task:
         for db in sorted(databases):
             workers.shared(server, db, batch, read, (spec(server), db), tally, task.advance)
-    return tally.result()
+    return tally.result() | {"functions": content.functions(server)}

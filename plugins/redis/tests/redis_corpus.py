@@ -38,8 +38,28 @@ def expire_at(i: int) -> int:
     return base + (i % 3600) * 1000 + OFFSETS[i % 3]
 
 
+#: function libraries (7.0+): what FUNCTION LOAD is given, the engine's first line included
+LIBRARIES = (
+    "#!lua name=shop\n"
+    "redis.register_function('greet', function(keys, args) return 'Grüße, ' .. args[1] end)\n"
+    "redis.register_function{function_name='stock', callback=function(keys, args)\n"
+    "  return redis.call('GET', keys[1]) end, flags={'no-writes'}}\n",
+    "#!lua name=audit\nlocal function stamp(keys, args) return redis.call('INCR', keys[1]) end\n"
+    "redis.register_function('stamp', stamp)\n",
+)
+
+
+def _functions(client: Any) -> bool:
+    """Whether the server has functions (Redis 7.0+; Valkey says it is Redis 7.2)."""
+    return int(client.info("server")["redis_version"].split(".")[0]) >= 7
+
+
 def load(client: Any, keys: int = 100_000, big: bool = True) -> None:
-    """Write the corpus through `client` (db 0 selected)."""
+    """Write the corpus through `client` (db 0 selected); function libraries where the server has
+    functions."""
+    if _functions(client):
+        for code in LIBRARIES:
+            client.execute_command("FUNCTION", "LOAD", code)
     cache, sessions, jobs = (of_db(client, db) for db in (0, 1, 5))
     n_cache = keys * 6 // 10
     pipe = cache.pipeline(transaction=False)
@@ -159,8 +179,16 @@ def _stream(client: Any, name: bytes) -> Any:
 
 
 def digest(client: Any) -> dict[str, Any]:
-    """db -> {"keys": n, "types": {type: n}, "sha256": digest of every key, type, value, expiry}."""
+    """db -> {"keys": n, "types": {type: n}, "sha256": digest of every key, type, value, expiry};
+    "functions" -> [(library, code)] when the server holds any."""
     found: dict[str, Any] = {}
+    if _functions(client):
+        listed = client.execute_command("FUNCTION", "LIST", "WITHCODE")
+        # redis-py may shape the reply into dicts, or leave the server's flat lists
+        libraries = sorted((lib if isinstance(lib, dict) else dict(zip(lib[::2], lib[1::2], strict=True))
+                            for lib in listed), key=lambda lib: lib[b"library_name"])  # fmt: skip
+        if libraries:
+            found["functions"] = [(lib[b"library_name"], lib[b"library_code"]) for lib in libraries]
     for name in client.info("keyspace"):
         c = of_db(client, int(name[2:]))
         entries = []

@@ -119,6 +119,18 @@ def test_a_sampled_fingerprint_counts_every_key_and_sees_every_change_in_its_sam
         # a database that appears is named
         of_db(client, 9).set("stray", "1")
         assert "db9: 1 keys without expiry, 0 before" in compared(sample).detail
+        # function libraries are part of the data, in the sample as in the full fingerprint
+        assert set(sample["functions"]) == {"shop", "audit"}
+        full = content.fingerprint(server, 300, NullProgress(), "full")
+        assert full["functions"] == sample["functions"]
+        client.execute_command("FUNCTION", "DELETE", "audit")
+        client.execute_command("FUNCTION", "LOAD", "REPLACE", "#!lua name=shop\nredis.register_function('greet', "
+                               "function(keys, args) return 'changed' end)")  # fmt: skip
+        libraries = compared(sample).detail
+        assert "function libraries differ (missing: audit; changed: shop)" in libraries, libraries
+        since = int(time.time() * 1000)
+        again = content.compare(full, content.fingerprint(server, 300, NullProgress(), "again"), since)
+        assert "function libraries differ (missing: audit; changed: shop)" in again.detail, again.detail
 
 
 def test_a_worker_that_fails_fails_the_pass_with_its_cause(tmp_path):

@@ -83,6 +83,16 @@ def test_hash_field_expiries_refuse_a_downgrade_below_7_4_naming_the_keys(tmp_pa
     assert files(instance) == before
 
 
+def test_function_libraries_refuse_a_downgrade_below_7_0_naming_them(tmp_path):
+    instance = make_instance(tmp_path, "7.0", keys=2000, big=False)  # the corpus loads two libraries on 7.0
+    before = files(instance)
+    rig = Rig(tmp_path, instance)
+    refused = rig.cli("6.0", "up")  # to an older target: a downgrade
+    assert refused.code == 3, refused.output
+    assert "function libraries (7.0+; the target has no functions): audit, shop" in refused.stderr
+    assert files(instance) == before
+
+
 def test_a_running_server_is_refused_and_left_alone(tmp_path):
     instance = make_instance(tmp_path, "7.0", keys=500, big=False)
     rig = Rig(tmp_path, instance)
