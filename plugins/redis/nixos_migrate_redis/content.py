@@ -12,7 +12,8 @@ in the same millisecond, which makes it exact too.
 Per database the fingerprint holds the count and an order-independent digest (a sum of
 per-key hashes) of the keys without expiry, and the keys with one grouped by the minute they
 expire in: after a step, the minutes still ahead must match exactly; the minutes already
-passed may have lost keys to their expiry, which is no loss of the migration's making.
+passed may have lost keys to their expiry, which is no loss of the migration's making. Beside
+the keys it holds the function libraries (7.0+), each library's name with a digest of its code.
 """
 
 from __future__ import annotations
