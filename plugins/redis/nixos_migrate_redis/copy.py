@@ -71,10 +71,13 @@ def _field_expiries(source: Server, db: int, key: bytes) -> dict[bytes, int]:
 
 class Refusals:
     """What the server of `target` cannot hold, gathered batch by batch from `source`'s keys
-    (`see`, also a fingerprint's per-batch hook); `found` names each kind's keys (ten at most)."""
+    (`see`, also a fingerprint's per-batch hook); `found` names each kind's keys (ten at most).
+    `by_commands`: the keys go by this module's commands, not in a rewritten snapshot (which
+    keeps a stream's pending entries whatever became of their entries)."""
 
-    def __init__(self, source: Server, target: str) -> None:
+    def __init__(self, source: Server, target: str, *, by_commands: bool = True) -> None:
         self.source = source
+        self.by_commands = by_commands
         self.field_expiry = versions.key(target) < versions.key("7.4")
         self.functions = versions.key(target) < versions.key("7.0")
         self.problems: dict[str, list[str]] = {}
@@ -93,7 +96,7 @@ class Refusals:
                 self._note(f"keys of type {key.type} (a module's or a newer built-in type)", db, key.name)
             elif key.type == "hash" and self._fields[db] and _field_expiries(self.source, db, key.name):
                 self._note("hash fields with an expiry (Redis 7.4+)", db, key.name)
-            elif key.type == "stream" and _pending_deleted(self.source, db, key.name):
+            elif key.type == "stream" and self.by_commands and _pending_deleted(self.source, db, key.name):
                 self._note("pending entries of deleted stream entries (XCLAIM cannot recreate them)", db, key.name)
 
     def found(self) -> list[str]:
@@ -105,9 +108,9 @@ class Refusals:
         return named
 
 
-def refusals(source: Server, target: str, batch: int, progress: Progress) -> list[str]:
+def refusals(source: Server, target: str, batch: int, progress: Progress, *, by_commands: bool = True) -> list[str]:
     """What the server of `target` cannot hold, each naming its keys (at most ten of each)."""
-    seen = Refusals(source, target)
+    seen = Refusals(source, target, by_commands=by_commands)
     databases = source.databases()
     with progress.task(f"what {versions.label(target)} cannot hold", total=sum(databases.values())) as task:
         for db in sorted(databases):

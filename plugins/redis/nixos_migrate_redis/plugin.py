@@ -109,13 +109,14 @@ def check(service: Service, step: Step) -> list[Check]:
         from nixos_migrate_redis import content, copy, server
 
         label = f"fingerprint of {versions.label(source)}"
+        by_commands = not _rewritable(s, target)
         with server.running(service, source, s.data_dir, appendonly=installation.appendonly(s, found)) as running:
             if _depth(s, step) == "full":  # one pass: what the target cannot hold, and the fingerprint
-                seen = copy.Refusals(running, target)
+                seen = copy.Refusals(running, target, by_commands=by_commands)
                 expected = content.fingerprint(running, s.batch, service.progress, label, each=seen.see)
                 problems = seen.found()
             else:
-                problems = copy.refusals(running, target, s.batch, service.progress)
+                problems = copy.refusals(running, target, s.batch, service.progress, by_commands=by_commands)
                 expected = content.sampled(running, s.batch, service.progress, label)
         checks.append(Check(f"{versions.label(target)} can hold every key", not problems, "; ".join(problems)))
         if not problems:
@@ -253,7 +254,8 @@ def down(service: Service, step: Step) -> bool:
             _swap(s, staging)
             _record(service, target, check)
             return True
-    check = _copied(service, source, target, staging)
+    # after a rewrite that could not be, check's look (made for the rewrite) is not the copy's
+    check = _copied(service, source, target, staging, checked=why is None)
     if why is not None:  # said where the step's checks are read, not only where its progress is watched
         check = Check(check.name, check.ok, f"{check.detail} ({why})")
     _swap(s, staging)
@@ -295,14 +297,15 @@ def _rewritten(service: Service, target: str, staging: Path) -> Check:
     return Check(what, True, f"{check.name}: {check.detail}; {rewritten}")
 
 
-def _copied(service: Service, source: str, target: str, staging: Path) -> Check:
+def _copied(service: Service, source: str, target: str, staging: Path, *, checked: bool) -> Check:
     """Every key copied by type from the source's server into the target's on `staging`,
-    compared, saved; the check."""
+    compared, saved; the check. `checked`: check's look at what the target cannot hold, when the
+    files kept their stamp, stands for the copy's."""
     from nixos_migrate_redis import copy, server, workers
 
     s = installation.settings_of(service)
     appendonly = installation.appendonly(s)
-    held = _checked(service, target, used=True) is not None
+    held = _checked(service, target, used=True) is not None and checked
     with server.running(service, source, s.data_dir, appendonly=appendonly) as old:
         problems = [] if held else copy.refusals(old, target, s.batch, service.progress)
         if problems:

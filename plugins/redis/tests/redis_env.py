@@ -22,6 +22,15 @@ def make_instance(root: Path, version: str, *, keys: int = 100_000, big: bool = 
     return instance
 
 
+def queue_with_a_deleted_pending_entry(client: Any) -> None:
+    """A stream whose group holds a pending entry that is no longer in the stream (db 0)."""
+    client.xadd("queue", {"job": "first"}, id="1-0")
+    client.xadd("queue", {"job": "second"}, id="2-0")
+    client.xgroup_create("queue", "workers", id="0")
+    client.xreadgroup("workers", "alice", {"queue": ">"})
+    client.xdel("queue", "1-0")  # delivered, never acknowledged, then deleted (or trimmed away)
+
+
 def content(instance: Instance, version: str, *, appendonly: bool = False) -> dict[str, Any]:
     """The corpus digest read by the server of `version` (which must load the data)."""
     with instance.running(version, appendonly=appendonly, save=False) as client:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from redis_env import Rig, content, files, make_instance
+from redis_env import Rig, content, files, make_instance, queue_with_a_deleted_pending_entry
 
 from nixos_migrate.testing import provision
 from nixos_migrate_redis.testing import ALL, package
@@ -80,6 +80,19 @@ def test_hash_field_expiries_refuse_a_downgrade_below_7_4_naming_the_keys(tmp_pa
     refused = rig.cli("7.0", "up")  # to an older target: a downgrade
     assert refused.code == 3, refused.output
     assert "hash fields with an expiry" in refused.stderr and "db0:user:42" in refused.stderr
+    assert files(instance) == before
+
+
+def test_a_pending_entry_whose_entry_was_deleted_refuses_a_copy_by_commands_naming_the_stream(tmp_path):
+    # append-only on: the data is an AOF, so the down step would copy every key by commands
+    instance = make_instance(tmp_path, "8.0", keys=2000, big=False, appendonly=True)
+    with instance.running("8.0", appendonly=True) as client:
+        queue_with_a_deleted_pending_entry(client)
+    before = files(instance)
+    rig = Rig(tmp_path, instance)
+    refused = rig.cli("7.0", "up")
+    assert refused.code == 3, refused.output
+    assert "pending entries of deleted stream entries (XCLAIM cannot recreate them): db0:queue" in refused.stderr
     assert files(instance) == before
 
 

@@ -4,9 +4,10 @@ servers: the corpus written by Redis 8.0 (format 12) and Valkey 8.0 (11) rewritt
 (10) and Valkey 8.0, loaded there, and read back equal by the corpus's independent digest, the
 streams' counters and consumers included; the file passes the target's own redis-check-rdb (its
 CRC-64 among the checks). LZF is checked against what a server compressed; a damaged or cut
-file, and a key the rewrite does not carry, are refused with nothing written in place; and
-through the CLI a hash kept in 7.4's field-expiry encoding (its expiries removed) makes the down
-step copy every key by type instead, and succeed."""
+file, and a key the rewrite does not carry, are refused with nothing written in place; through
+the CLI a hash kept in 7.4's field-expiry encoding (its expiries removed) makes the down step
+copy every key by type instead, and succeed; and a stream's pending entry whose entry was
+deleted, which a copy by commands cannot recreate, goes down in the rewritten snapshot."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import time
 
 import pytest
 from redis_corpus import of_db
-from redis_env import Rig, content, make_instance
+from redis_env import Rig, content, make_instance, queue_with_a_deleted_pending_entry
 
 from nixos_migrate.errors import MigrateError
 from nixos_migrate.progress import NullProgress
@@ -142,3 +143,24 @@ def test_a_key_the_rewrite_does_not_carry_makes_the_down_step_copy_every_key(tmp
     header = datafiles.read_header(instance.data_dir / "dump.rdb")
     assert header is not None and header.rdb_version == 10
     assert content(instance, "7.0") == before
+
+
+def _pending(client):
+    return [(p["message_id"], p["consumer"], p["times_delivered"])
+            for p in client.xpending_range("queue", "workers", "-", "+", 10)]  # fmt: skip
+
+
+def test_a_pending_entry_whose_entry_was_deleted_goes_down_in_the_rewritten_snapshot(tmp_path):
+    instance = make_instance(tmp_path, "8.0", keys=2_000, big=False)
+    with instance.running("8.0") as client:
+        queue_with_a_deleted_pending_entry(client)
+        pending = _pending(client)
+    assert pending == [(b"1-0", b"alice", 1), (b"2-0", b"alice", 1)]
+    before = content(instance, "8.0")
+    rig = Rig(tmp_path, instance)
+    down = rig.cli("7.0", "up", "--json")  # a copy by commands could not recreate it: XCLAIM needs the entry
+    assert down.code == 0, down.output
+    assert "loaded the rewritten snapshot" in down.output
+    assert content(instance, "7.0") == before
+    with instance.running("7.0", save=False) as client:
+        assert _pending(client) == pending
