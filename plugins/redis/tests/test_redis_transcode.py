@@ -7,10 +7,12 @@ CRC-64 among the checks). LZF is checked against what a server compressed; a dam
 file, and a key the rewrite does not carry, are refused with nothing written in place; through
 the CLI a hash kept in 7.4's field-expiry encoding (its expiries removed) makes the down step
 copy every key by type instead, and succeed; and a stream's pending entry whose entry was
-deleted, which a copy by commands cannot recreate, goes down in the rewritten snapshot."""
+deleted, which a copy by commands cannot recreate, goes down in the rewritten snapshot; a
+cluster node's snapshot loses only its slot sizes."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -21,8 +23,10 @@ from redis_env import Rig, content, make_instance, queue_with_a_deleted_pending_
 
 from nixos_migrate.errors import MigrateError
 from nixos_migrate.progress import NullProgress
+from nixos_migrate.testing import provision
 from nixos_migrate_redis import datafiles, transcode, versions
-from nixos_migrate_redis.testing import Instance, package
+from nixos_migrate_redis.server import connect
+from nixos_migrate_redis.testing import Instance, package, server_program
 
 RELEASES = {"7.0": ("redis", "7.0.15"), "valkey-8.0": ("valkey", "8.0.1")}
 
@@ -164,3 +168,38 @@ def test_a_pending_entry_whose_entry_was_deleted_goes_down_in_the_rewritten_snap
     assert content(instance, "7.0") == before
     with instance.running("7.0", save=False) as client:
         assert _pending(client) == pending
+
+
+def test_a_cluster_nodes_snapshot_loses_only_its_slot_sizes(tmp_path):
+    """7.4+ writes each slot's sizes (opcode 0xF4) before its keys in cluster mode; 7.0 does not
+    know the opcode, and the sizes are only a hint for the load."""
+    instance = Instance(tmp_path / "redis").create()
+    sock = instance.run_dir / "cluster.sock"
+    argv = [str(server_program("8.0")), "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "777",
+            "--dir", str(instance.data_dir), "--save", "", "--cluster-enabled", "yes", "--daemonize", "no",
+            "--cluster-config-file", str(instance.data_dir / "nodes.conf"),
+            "--logfile", str(instance.run_dir / "cluster.log")]  # fmt: skip
+    server = provision.Server(argv, user=instance.user, env={"PATH": os.environ["PATH"]})
+    server.start(sock.exists, timeout=60)
+    try:
+        client = connect(sock)
+        client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        for _ in range(100):
+            if client.cluster("info")["cluster_state"] == "ok":
+                break
+            time.sleep(0.05)
+        pipe = client.pipeline(transaction=False)  # one key a command: a cluster refuses keys of several slots
+        for i in range(1000):
+            pipe.set(f"k{i}", f"v{i}")
+        pipe.execute()
+        client.save()
+        client.shutdown(nosave=True)
+    finally:
+        server.stop(timeout=60)
+    rdb = instance.data_dir / "dump.rdb"
+    assert b"\xf4" in rdb.read_bytes()[:200]  # the first slot's sizes, before its keys
+    done = _convert(instance, "7.0", tmp_path / "rewritten.rdb")
+    assert done.keys == {0: 1000}
+    shutil.copyfile(tmp_path / "rewritten.rdb", rdb)
+    with instance.running("7.0", save=False) as client:
+        assert client.dbsize() == 1000 and client.get("k596") == b"v596"
