@@ -9,12 +9,12 @@ first of which names the release that wrote it (`redis-ver` or `valkey-ver`).
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nixos_migrate import datadirs
 from nixos_migrate.errors import MigrateError
+from nixos_migrate_redis import transcode
 
 _AUX = 0xFA
 
@@ -65,34 +65,6 @@ class Layout:
         return max(self.headers, key=lambda h: h.rdb_version, default=None)
 
 
-def _length(data: bytes, pos: int) -> tuple[int, int, bool]:
-    """(length or integer, next position, whether it is an encoded integer)."""
-    first = data[pos]
-    kind = first >> 6
-    if kind == 0:
-        return first & 0x3F, pos + 1, False
-    if kind == 1:
-        return ((first & 0x3F) << 8) | data[pos + 1], pos + 2, False
-    if first == 0x80:
-        return struct.unpack(">I", data[pos + 1 : pos + 5])[0], pos + 5, False
-    if first == 0x81:
-        return struct.unpack(">Q", data[pos + 1 : pos + 9])[0], pos + 9, False
-    return first & 0x3F, pos + 1, True
-
-
-def _string(data: bytes, pos: int) -> tuple[str, int]:
-    value, pos, encoded = _length(data, pos)
-    if not encoded:
-        if pos + value > len(data):
-            raise ValueError("cut short")
-        return data[pos : pos + value].decode(errors="replace"), pos + value
-    width = {0: 1, 1: 2, 2: 4}.get(value)
-    if width is None:  # an LZF-compressed string: aux values are never long enough for that
-        raise ValueError("compressed aux field")
-    number = int.from_bytes(data[pos : pos + width], "little", signed=True)
-    return str(number), pos + width
-
-
 def read_header(path: Path) -> RdbHeader | None:
     """The header of an RDB-formatted file, None when the file is not one (a plain AOF)."""
     with open(path, "rb") as handle:
@@ -101,12 +73,13 @@ def read_header(path: Path) -> RdbHeader | None:
         return None
     aux: dict[str, str] = {}
     pos = 9
+    reader = transcode.Reader(data, path)
     try:
         while pos < len(data) and data[pos] == _AUX:
-            name, pos = _string(data, pos + 1)
-            value, pos = _string(data, pos)
-            aux[name] = value
-    except (IndexError, ValueError, struct.error):
+            name, pos = reader.string(pos + 1)
+            value, pos = reader.string(pos)
+            aux[name.decode(errors="replace")] = value.decode(errors="replace")
+    except (IndexError, MigrateError):
         pass  # a header cut short by the 4 KiB read: what came before is enough
     return RdbHeader(path, int(data[5:9]), aux)
 

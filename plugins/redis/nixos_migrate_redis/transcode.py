@@ -87,8 +87,9 @@ def string_bytes(value: bytes) -> bytes:
     return length_bytes(len(value)) + value
 
 
-class _Reader:
-    """Positions in the mapped file; every read checks that it stays inside it."""
+class Reader:
+    """Lengths and strings of an RDB file (mapped, or bytes) at a position; a read past the end
+    raises IndexError (`convert` names it a cut file)."""
 
     def __init__(self, data: mmap.mmap | bytes, path: Path) -> None:
         self.data = data
@@ -265,7 +266,7 @@ def convert(src: Path, dest: Path, target_rdb: int, writer: tuple[str, str], pro
             _check_sum(view, src)
             with open(dest, "wb") as out, progress.task(f"rewrite {src.name} in RDB format {target_rdb}",
                                                         total=len(data)) as task:  # fmt: skip
-                reader = _Reader(data, src)
+                reader = Reader(data, src)
                 try:
                     done = _Walk(reader, _Writer(out, view), target_rdb, writer, task.advance).run()
                 except IndexError:  # a read past the end: every record's reads are not checked one by one
@@ -292,7 +293,7 @@ def _check_sum(view: memoryview, src: Path) -> None:
 
 class _Walk:
     def __init__(
-        self, reader: _Reader, out: _Writer, target_rdb: int, writer: tuple[str, str], advance: Callable[[int], None]
+        self, reader: Reader, out: _Writer, target_rdb: int, writer: tuple[str, str], advance: Callable[[int], None]
     ) -> None:
         self.r = reader
         self.w = out

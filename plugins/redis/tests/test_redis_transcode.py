@@ -97,7 +97,7 @@ def test_lzf_decompresses_what_a_server_compressed(tmp_path):
             client.set(f"v{i}", value)
             payload = client.dump(f"v{i}")  # type 0, the value as an RDB string, format, CRC
             assert payload[1] == 0xC3, "the server did not compress this value"
-            found, end = transcode._Reader(payload, tmp_path / "dump").string(1)
+            found, end = transcode.Reader(payload, tmp_path / "dump").string(1)
             assert found == value and end == len(payload) - 10
 
 
