@@ -7,9 +7,9 @@ and stops. A down step (and a crossing to a Valkey that cannot read Redis 7.4+'s
 a snapshot of 7.2+ offline in the older format (transcode.py) and lets the older server load and
 compare it; where that cannot be (an AOF, a 6.x target, a key the rewrite does not carry) it
 starts both servers and copies every key by type into a fresh directory of the older one
-(copy.py). Either way it compares, and puts the older files in place of the newer ones. Before either, `backup`
-copies the data directory (a snapshot or reflink where the filesystem has them) and takes the
-fingerprint (content.py).
+(copy.py). Either way it compares, and puts the older files in place of the newer ones. Before
+either, `backup` copies the data directory (a snapshot or reflink where the filesystem has them)
+and takes the fingerprint (content.py).
 """
 
 from __future__ import annotations
@@ -240,6 +240,7 @@ def down(service: Service, step: Step) -> bool:
     source, target = step.from_version or "", step.to_version
     _clear_staging(s)
     staging = service.private_dir(_staging(s))
+    check: Check | None = None
     why = None
     if _rewritable(s, target):
         try:
@@ -249,15 +250,11 @@ def down(service: Service, step: Step) -> bool:
             service.progress.log(why)
             _clear_staging(s)
             staging = service.private_dir(_staging(s))
-        else:
-            checkrecord.discard(service)
-            _swap(s, staging)
-            _record(service, target, check)
-            return True
-    # after a rewrite that could not be, check's look (made for the rewrite) is not the copy's
-    check = _copied(service, source, target, staging, checked=why is None)
-    if why is not None:  # said where the step's checks are read, not only where its progress is watched
-        check = Check(check.name, check.ok, f"{check.detail} ({why})")
+    if check is None:
+        # after a rewrite that could not be, check's look (made for the rewrite) is not the copy's
+        check = _copied(service, source, target, staging, checked=why is None)
+        if why is not None:  # said where the step's checks are read, not only where its progress is watched
+            check = Check(check.name, check.ok, f"{check.detail} ({why})")
     _swap(s, staging)
     _record(service, target, check)
     return True
