@@ -353,11 +353,11 @@ def libraries(server: Server) -> list[tuple[bytes, bytes]]:
     return sorted(found)
 
 
-def functions(server: Server) -> dict[str, str]:
-    """The function libraries as a fingerprint holds them: name -> digest of its code (what
-    `FUNCTION LOAD` was given, the engine's first line included)."""
+def functions(server: Server, found: list[tuple[bytes, bytes]] | None = None) -> dict[str, str]:
+    """The function libraries as a fingerprint holds them (`found`, else the server's): name ->
+    digest of its code (what `FUNCTION LOAD` was given, the engine's first line included)."""
     return {name.decode(errors="backslashreplace"): hashlib.sha256(code).hexdigest()[:32]
-            for name, code in libraries(server)}  # fmt: skip
+            for name, code in (libraries(server) if found is None else found)}  # fmt: skip
 
 
 def _functions_differ(expected: dict[str, Any], found: dict[str, str] | None) -> str | None:

@@ -164,9 +164,10 @@ def copy(source: Server, target: Server, batch: int, workers: Workers, progress:
             field_ttl = versions.key(target.version) >= versions.key("7.4") and _has_field_expiry(source, db)
             args = (spec(source), spec(target), db, field_ttl)
             workers.shared(source, db, batch, copied, args, read, task.advance)
-    for _, code in content.libraries(source):  # the code names its library and engine
+    found = content.libraries(source)
+    for _, code in found:  # the code names its library and engine
         target.client(raw=True).execute_command("FUNCTION", "LOAD", code)
-    return read.result() | {"functions": content.functions(source)}
+    return read.result() | {"functions": content.functions(source, found)}
 
 
 def write_batch(source: Server, target: Server, db: int, keys: list[content.Key], field_ttl: bool) -> None:

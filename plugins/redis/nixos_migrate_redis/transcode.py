@@ -58,7 +58,6 @@ class Converted:
     keys: dict[int, int] = field(default_factory=dict)
     sets: int = 0
     streams: int = 0
-    size: int = 0
 
 
 def convertible(source_rdb: int, target_rdb: int) -> bool:
@@ -71,7 +70,7 @@ def _crc() -> Any:
     return anycrc.Model("CRC64-REDIS")
 
 
-def length_bytes(n: int) -> bytes:
+def _length_bytes(n: int) -> bytes:
     """An RDB length."""
     if n < 0x40:
         return bytes((n,))
@@ -82,9 +81,9 @@ def length_bytes(n: int) -> bytes:
     return b"\x81" + n.to_bytes(8, "big")
 
 
-def string_bytes(value: bytes) -> bytes:
+def _string_bytes(value: bytes) -> bytes:
     """An RDB string, uncompressed."""
-    return length_bytes(len(value)) + value
+    return _length_bytes(len(value)) + value
 
 
 class Reader:
@@ -334,7 +333,8 @@ class _Walk:
                     self.flush(pos)
                     if not wrote_writer:
                         flavour, release = self.writer
-                        w.new(bytes((_AUX,)) + string_bytes(f"{flavour}-ver".encode()) + string_bytes(release.encode()))
+                        aux = _string_bytes(f"{flavour}-ver".encode()) + _string_bytes(release.encode())
+                        w.new(bytes((_AUX,)) + aux)
                         wrote_writer = True
                     self.skip(p)
                 pos = p
@@ -367,7 +367,6 @@ class _Walk:
                 self.flush(pos + 1)
                 w.new(w.crc.to_bytes(8, "little"))
                 self.advance(r.end - self.copied)
-                self.done.size = w.out.tell()
                 return self.done
             else:
                 pos = self.value(op, pos, db)
@@ -427,7 +426,7 @@ class _Walk:
         self.flush(start)
         self.w.new(bytes((_SET,)))
         self.w.copy(start + 1, pos)  # the key as it is
-        self.w.new(length_bytes(len(members)) + b"".join(string_bytes(m) for m in members))
+        self.w.new(_length_bytes(len(members)) + b"".join(_string_bytes(m) for m in members))
         self.skip(end)
         self.done.sets += 1
         return end
