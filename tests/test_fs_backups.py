@@ -295,3 +295,59 @@ def test_tree_size_counts_regular_files_once_and_follows_no_link(tmp_path):
     (root / "link-to-file").symlink_to(outside / "big")
     os.mkfifo(root / "fifo")
     assert tree_size(root) == 1000 + 234
+
+
+def test_a_copy_is_summed_as_it_was_while_the_body_changes_the_original(tmp_path):
+    """`backing_up`: the body runs while the copy goes to disk and is summed (ext4: a copy);
+    the checksum is the copy's, as the original was before the body, and restore takes it."""
+    from nixos_migrate import filebackup
+    from nixos_migrate.fingerprint import tree_digest
+    from nixos_migrate.progress import NullProgress
+    from nixos_migrate.runner import CommandRunner, Identity
+
+    data = tmp_path / "data"
+    data.mkdir()
+    seed_tree(data)
+    (data / "big.bin").write_bytes(os.urandom(32 << 20))
+    before, size = tree_digest(data), tree_size(data)
+    runner = CommandRunner(Identity.lookup(None))
+    (tmp_path / "backup").mkdir()
+    with filebackup.backing_up([data], tmp_path / "backup", runner, NullProgress()) as files:
+        (data / "big.bin").write_bytes(b"changed by the body")
+    info = files.result()
+    assert info.kind == "copy" and info.size == size
+    assert info.checksum == before != tree_digest(data)
+    assert tree_digest(tmp_path / "backup" / "path-0") == before
+
+
+def test_backing_up_ends_its_threads_when_the_body_fails_and_reports_a_failed_sync(tmp_path, monkeypatch):
+    import threading
+
+    from nixos_migrate import filebackup
+    from nixos_migrate.errors import CommandFailed
+    from nixos_migrate.progress import NullProgress
+    from nixos_migrate.runner import CommandRunner, Identity
+
+    data = tmp_path / "data"
+    data.mkdir()
+    seed_tree(data)
+    runner = CommandRunner(Identity.lookup(None))
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    with pytest.raises(RuntimeError, match="the body"):
+        with filebackup.backing_up([data], tmp_path / "one", runner, NullProgress()):
+            raise RuntimeError("the body failed")
+    assert not [t for t in threading.enumerate() if t.name.startswith("backup")]
+
+    real = runner.run
+
+    def failing_sync(argv, **kwargs):  # type: ignore[no-untyped-def]
+        if argv[0] == "sync":
+            raise CommandFailed(list(argv), 1, "sync: I/O error")
+        return real(argv, **kwargs)
+
+    monkeypatch.setattr(runner, "run", failing_sync)
+    with filebackup.backing_up([data], tmp_path / "two", runner, NullProgress()) as files:
+        pass
+    with pytest.raises(CommandFailed, match="I/O error"):
+        files.result()

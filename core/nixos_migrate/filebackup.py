@@ -21,10 +21,12 @@ checksums its blocks itself, and nothing but nixos-migrate writes to them).
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,6 +177,62 @@ def _clone(runner: CommandRunner, path: Path, candidates: list[Path]) -> Path | 
 def backup_paths(paths: Sequence[Path], dest: Path, runner: CommandRunner, progress: Progress) -> BackupInfo:
     """Back up every path in `paths` into (or, for snapshots and clones on another filesystem,
     beside) `dest`."""
+    with backing_up(paths, dest, runner, progress) as files:
+        pass
+    return files.result()
+
+
+class Finishing:
+    """A backup whose files are in place, and what makes them a backup (on disk, a copy's size and
+    checksum) under way in threads; `result` waits for them."""
+
+    def __init__(self, slots: list[dict[str, str]], dest: Path, runner: CommandRunner, progress: Progress) -> None:
+        self._slots, self._dest, self._progress = slots, dest, progress
+        copies = [s for s in slots if s["kind"] == COPY]
+        # on disk before the step may change the originals: a copy's pages, and a snapshot's or
+        # clone's metadata (btrfs can persist a later fsync of the original before the transaction
+        # holding the clone); syncfs costs what is dirty on those filesystems, next to nothing
+        # after a clone (a ZFS snapshot is on disk when `zfs snapshot` returns: it waits for its
+        # transaction group)
+        located = sorted({s["location"] for s in slots if s["location"] and s["kind"] != ZFS})
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="backup")
+        self._synced = (
+            self._pool.submit(runner.run, ["sync", "--file-system", "--", *located], as_root=True) if located else None
+        )
+        # reading the copy back runs beside writing it out: both hash and sync release the GIL
+        self._measured = self._pool.submit(
+            lambda: (sum(tree_size(Path(s["location"])) for s in copies), _digest(copies) if copies else None)
+        )
+
+    def wait(self) -> None:
+        """Both threads done (their failures kept for `result`)."""
+        self._pool.shutdown(wait=True)
+
+    def result(self) -> BackupInfo:
+        """The backup's record once it is on disk and summed; raises what either thread raised."""
+        pending = [f for f in (self._synced, self._measured) if f is not None and not f.done()]
+        with self._progress.task("backup to disk, its checksum") if pending else contextlib.nullcontext():
+            self.wait()
+        if self._synced is not None:
+            self._synced.result()
+        size, checksum = self._measured.result()
+        kinds = {s["kind"] for s in self._slots if s["kind"] != ABSENT} or {ABSENT}
+        return BackupInfo(
+            kinds.pop() if len(kinds) == 1 else "mixed",
+            self._dest,
+            size,
+            checksum,
+            {"paths": [s["path"] for s in self._slots], "slots": self._slots},
+        )
+
+
+@contextlib.contextmanager
+def backing_up(paths: Sequence[Path], dest: Path, runner: CommandRunner, progress: Progress) -> Iterator[Finishing]:
+    """`backup_paths`, with the body run while the backup's files go to disk and are summed: for
+    what a plugin does before the step that leaves the originals within their own version (a
+    fingerprint, a slow shutdown, a dump), which no longer waits for them. Take `result()` after
+    the body; the threads are done when the block ends, however it ends (nothing reads a backup a
+    failure then discards)."""
     slots: list[dict[str, str]] = []
     with progress.task(f"back up {len(paths)} path(s)", total=len(paths)) as task:
         for index, path in enumerate(paths):
@@ -193,22 +251,11 @@ def backup_paths(paths: Sequence[Path], dest: Path, runner: CommandRunner, progr
                 runner.run(["cp", "-a", "--", str(path), str(location)], as_root=True)
             slots.append({"path": str(path), "kind": kind, "location": str(location or "")})
             task.advance()
-    # on disk before the step may change the originals: a copy's pages, and a snapshot's or clone's
-    # metadata (btrfs can persist a later fsync of the original before the transaction holding
-    # the clone); syncfs costs what is dirty on those filesystems, next to nothing after a clone
-    # (a ZFS snapshot is on disk when `zfs snapshot` returns: it waits for its transaction group)
-    located = sorted({s["location"] for s in slots if s["location"] and s["kind"] != ZFS})
-    if located:
-        runner.run(["sync", "--file-system", "--", *located], as_root=True)
-    copies = [s for s in slots if s["kind"] == COPY]
-    kinds = {s["kind"] for s in slots if s["kind"] != ABSENT} or {ABSENT}
-    return BackupInfo(
-        kinds.pop() if len(kinds) == 1 else "mixed",
-        dest,
-        sum(tree_size(Path(s["location"])) for s in copies),
-        _digest(copies) if copies else None,
-        {"paths": [str(p) for p in paths], "slots": slots},
-    )
+    files = Finishing(slots, dest, runner, progress)
+    try:
+        yield files
+    finally:
+        files.wait()
 
 
 def _zfs_snapshot(runner: CommandRunner, dataset: str, dest: Path, index: int) -> Path | None:

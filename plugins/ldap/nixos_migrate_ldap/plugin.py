@@ -157,28 +157,29 @@ def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
     # the files first: opening a BDB environment (slapcat of hdb) rewrites its region files
     files = service.private_dir(dest / "files")
     paths = [p for p in (s.config_dir, s.config_file, s.data_dir) if p is not None]
-    info = filebackup.backup_paths(paths, files, service.run, service.progress)
-    dumps = service.private_dir(dest / "ldif")
-    config = cnconfig.dump_config(service, old, dumps / "config.ldif", dumps)
-    suffixes: dict[str, dict[str, Any]] = {}
-    dbs = ldif.databases(config)
-    with service.progress.task(f"slapcat with OpenLDAP {step.from_version}", total=len(dbs)) as t:
-        for db in dbs:
-            if db.suffix is None:
-                continue
-            out = dumps / f"db-{db.index}.ldif"
-            service.run.run(
-                [slapd.tool(old, "slapcat"), *installation.config_args_for_dump(s, dumps), "-b", db.suffix, "-l", out]
-            )
-            entries = ldif.parse(out.read_text())
-            suffixes[db.suffix] = {
-                "file": out.name,
-                "index": db.index,
-                "count": len(entries),
-                "digest": ldif.digest(entries),
-                "sha256": file_digest(out),
-            }
-            t.advance()
+    # the copy goes to disk and is summed while slapcat reads the data
+    with filebackup.backing_up(paths, files, service.run, service.progress) as copied:
+        dumps = service.private_dir(dest / "ldif")
+        config = cnconfig.dump_config(service, old, dumps / "config.ldif", dumps)
+        suffixes: dict[str, dict[str, Any]] = {}
+        dbs = ldif.databases(config)
+        slapcat = [slapd.tool(old, "slapcat"), *installation.config_args_for_dump(s, dumps)]
+        with service.progress.task(f"slapcat with OpenLDAP {step.from_version}", total=len(dbs)) as t:
+            for db in dbs:
+                if db.suffix is None:
+                    continue
+                out = dumps / f"db-{db.index}.ldif"
+                service.run.run([*slapcat, "-b", db.suffix, "-l", out])
+                entries = ldif.parse(out.read_text())
+                suffixes[db.suffix] = {
+                    "file": out.name,
+                    "index": db.index,
+                    "count": len(entries),
+                    "digest": ldif.digest(entries),
+                    "sha256": file_digest(out),
+                }
+                t.advance()
+    info = copied.result()
     detail = {
         **info.detail,
         "version": step.from_version,

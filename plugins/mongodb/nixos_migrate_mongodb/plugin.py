@@ -211,28 +211,32 @@ def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
     s = installation.settings_of(service)
     _clear_staging(s)
     checkrecord.discard(service)
-    info = filebackup.backup_paths([s.db_path], service.private_dir(dest / "files"), service.run, service.progress)
     version = step.from_version or ""
-    dump_dir = service.private_dir(dest / DUMP)
-    tools = installation.dump_tools(s, version)
-    # the data's own major, or the newer one while an FCV change it finishes is under way
-    binary = _opener(s, read_fcv(service) or {"version": version})
-    with server.running(service, binary, s.db_path) as running:
-        # data the server already finds damaged is repaired first, not moved: after the step
-        # nothing could tell its damage from the step's
-        bad = content.invalid(running, service.progress)
-        if bad:
-            names = "; ".join(f"{name}: {errors}" for name, errors in bad.items())
-            raise MigrateError(
-                f"MongoDB {version} finds {', '.join(bad)} invalid before the step ({names}); repair it first "
-                "(mongod --repair, or drop the collection and restore it from a dump)"
-            )
-        expected = content.fingerprint(running, service.progress, f"fingerprint of MongoDB {version}")
-        if tools:
-            with service.progress.task("mongodump --archive"):
-                dump.write_archive(service, tools, running, dump_dir)
-        else:
-            dump.write(running, dump_dir, service.progress)
+    # the copy goes to disk and is summed while the old server reads and dumps the data
+    with filebackup.backing_up(
+        [s.db_path], service.private_dir(dest / "files"), service.run, service.progress
+    ) as files:
+        dump_dir = service.private_dir(dest / DUMP)
+        tools = installation.dump_tools(s, version)
+        # the data's own major, or the newer one while an FCV change it finishes is under way
+        binary = _opener(s, read_fcv(service) or {"version": version})
+        with server.running(service, binary, s.db_path) as running:
+            # data the server already finds damaged is repaired first, not moved: after the step
+            # nothing could tell its damage from the step's
+            bad = content.invalid(running, service.progress)
+            if bad:
+                names = "; ".join(f"{name}: {errors}" for name, errors in bad.items())
+                raise MigrateError(
+                    f"MongoDB {version} finds {', '.join(bad)} invalid before the step ({names}); repair it first "
+                    "(mongod --repair, or drop the collection and restore it from a dump)"
+                )
+            expected = content.fingerprint(running, service.progress, f"fingerprint of MongoDB {version}")
+            if tools:
+                with service.progress.task("mongodump --archive"):
+                    dump.write_archive(service, tools, running, dump_dir)
+            else:
+                dump.write(running, dump_dir, service.progress)
+    info = files.result()
     _forget(service)
     (dest / EXPECTED).write_text(json.dumps(expected))
     (service.state_dir / EXPECTED).write_text(json.dumps(expected))

@@ -47,9 +47,11 @@ def user_databases(server: Server) -> list[str]:
 
 #: tables at least this big are hashed in key ranges, one per worker (or sampled)
 SPLIT_ABOVE = 64 << 20
-#: a sampled table's key range is cut in SAMPLE_PARTS ranges, every SAMPLE_EVERY-th one hashed:
-#: the same ranges before and after a step, as long as the keys' bounds are the same
-SAMPLE_PARTS, SAMPLE_EVERY = 64, 8
+#: a sampled table's key range is cut in SAMPLE_PARTS ranges, and the first SAMPLE_KEYS keys of
+#: every SAMPLE_EVERY-th one hashed: the same windows before and after a step, as long as the
+#: keys' bounds are the same; at most 1/SAMPLE_EVERY of the table and at most
+#: SAMPLE_PARTS / SAMPLE_EVERY * SAMPLE_KEYS rows of it, however big it grows
+SAMPLE_PARTS, SAMPLE_EVERY, SAMPLE_KEYS = 64, 8, 2048
 
 
 def _row_sql(qualified: str, columns: list[str], where: str = "") -> str:
@@ -64,16 +66,20 @@ def _row_sql(qualified: str, columns: list[str], where: str = "") -> str:
     return f"SELECT COUNT(*), SUM(CAST(CONV(LEFT(MD5({row}), 16), 16, 10) AS UNSIGNED)) FROM {qualified}{where}"
 
 
-def _ranges(server: Server, qualified: str, key: str, parts: int) -> tuple[str, list[str]]:
+def _ranges(
+    server: Server, qualified: str, key: str, parts: int, every: int = 1, keys: int | None = None
+) -> tuple[str, list[str]]:
     """The key's bounds as text, and WHERE clauses that split a table on its integer primary
-    key into `parts` ranges."""
+    key into `parts` ranges; with `every` and `keys`, only every `every`-th range, cut to its
+    first `keys` keys (a sample)."""
     low, high = server.query(f"SELECT MIN({ident(key)}), MAX({ident(key)}) FROM {qualified}")[0]
     if low is None or parts < 2:
         return "empty", [""]
     low, high = int(low), int(high)
     width = (high - low) // parts + 1
     bounds = [low + i * width for i in range(parts)] + [high + 1]
-    clauses = [f" WHERE {ident(key)} >= {a} AND {ident(key)} < {b}" for a, b in itertools.pairwise(bounds)]
+    ranges = list(itertools.pairwise(bounds))[::every]
+    clauses = [f" WHERE {ident(key)} >= {a} AND {ident(key)} < {min(b, a + (keys or b))}" for a, b in ranges]
     return f"{low}..{high}", clauses
 
 
@@ -110,8 +116,8 @@ def _hash_rows(server: Server, work: list[tuple[str, str]], jobs: int) -> dict[s
 def fingerprint(server: Server, service_user: str, jobs: int = 2, sample: bool = False) -> dict[str, str]:
     """Object -> what identifies its content (see the module's docstring). Rows are hashed on
     `jobs` connections, big tables with an integer primary key split into key ranges; with
-    `sample`, only every SAMPLE_EVERY-th of SAMPLE_PARTS ranges of those is read, and their
-    entry names the sample and the key's bounds."""
+    `sample`, only the first SAMPLE_KEYS keys of every SAMPLE_EVERY-th of SAMPLE_PARTS ranges of
+    those are read, and their entry names the sample and the key's bounds."""
     objects: dict[str, str] = {}
     tables: dict[str, list[str]] = {}
     for schema, name, kind, engine in server.query(
@@ -160,9 +166,8 @@ def fingerprint(server: Server, service_user: str, jobs: int = 2, sample: bool =
             key = big.get((schema, name))
             clauses = [""]
             if key and sample:
-                bounds, clauses = _ranges(server, qualified, key, SAMPLE_PARTS)
-                clauses = clauses[::SAMPLE_EVERY]
-                sampled[label] = f"keys {bounds}, 1/{SAMPLE_EVERY} of them read"
+                bounds, clauses = _ranges(server, qualified, key, SAMPLE_PARTS, SAMPLE_EVERY, SAMPLE_KEYS)
+                sampled[label] = f"keys {bounds}, {len(clauses)} windows of up to {SAMPLE_KEYS} read"
             elif key:
                 clauses = _ranges(server, qualified, key, jobs)[1]
             work += [(label, _row_sql(qualified, cols, where)) for where in clauses]

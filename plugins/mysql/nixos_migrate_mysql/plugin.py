@@ -184,19 +184,22 @@ def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
     logical.clear_leftovers(s.data_dir)
     record.discard(service)
     # the files first, as the service left them: a server start rewrites some of them, and a
-    # restore must give back exactly what was there
-    info = filebackup.backup_paths([s.data_dir], service.private_dir(dest / "files"), service.run, service.progress)
-    version = step.from_version or ""
-    logical_step = step.direction == "down" or step.data.get("method") == "logical"
-    # a logical step's check fingerprinted these very files (a read-only server); an in-place
-    # step needs its own server here anyway, for the slow shutdown the upgrade wants
-    expected = record.checked_fingerprint(service, s.data_dir, logical.step_key(step)) if logical_step else None
-    if expected is None:
-        with (
-            server.running(service, version, s.data_dir, slow_shutdown=True) as source,
-            service.progress.task(f"fingerprint of {versions.label(version)}'s data"),
-        ):
-            expected = content.fingerprint(source, service.run.identity.name, s.jobs, installation.sampled(s, step))
+    # restore must give back exactly what was there; they go to disk while the old server runs
+    with filebackup.backing_up(
+        [s.data_dir], service.private_dir(dest / "files"), service.run, service.progress
+    ) as files:
+        version = step.from_version or ""
+        logical_step = step.direction == "down" or step.data.get("method") == "logical"
+        # a logical step's check fingerprinted these very files (a read-only server); an in-place
+        # step needs its own server here anyway, for the slow shutdown the upgrade wants
+        expected = record.checked_fingerprint(service, s.data_dir, logical.step_key(step)) if logical_step else None
+        if expected is None:
+            with (
+                server.running(service, version, s.data_dir, slow_shutdown=True) as source,
+                service.progress.task(f"fingerprint of {versions.label(version)}'s data"),
+            ):
+                expected = content.fingerprint(source, service.run.identity.name, s.jobs, installation.sampled(s, step))
+    info = files.result()
     (dest / EXPECTED).write_text(json.dumps(expected))
     (service.state_dir / EXPECTED).write_text(json.dumps(expected))
     detail = {**info.detail, "version": version, "objects": len(expected), "digest": content.digest(expected)}

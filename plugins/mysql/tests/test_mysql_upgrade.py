@@ -49,7 +49,7 @@ def test_up_through_every_series_then_down_again_keeps_every_object(tmp_path):
     assert verify.code == 0, verify.output
 
 
-def test_the_fingerprint_is_the_same_hashed_in_key_ranges_and_a_sample_reads_its_eighth(tmp_path, monkeypatch):
+def test_the_fingerprint_is_the_same_hashed_in_key_ranges_and_a_sample_reads_windows(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
     from nixos_migrate_mysql import content
@@ -72,14 +72,24 @@ def test_the_fingerprint_is_the_same_hashed_in_key_ranges_and_a_sample_reads_its
         unread = low + (high - low) // 64 * 3 // 2
         server.query(f"UPDATE shop.orders SET total = total + 1 WHERE id = {unread}")
         beside = content.fingerprint(server, instance.user.pw_name, jobs=2, sample=True)
+        # windows of at most SAMPLE_KEYS keys: the first range's tail is beyond its window
+        monkeypatch.setattr(content, "SAMPLE_KEYS", 16)
+        narrow = content.fingerprint(server, instance.user.pw_name, jobs=2, sample=True)
+        server.query(f"UPDATE shop.orders SET total = total + 1 WHERE id = {low + 16}")
+        narrow_beside = content.fingerprint(server, instance.user.pw_name, jobs=2, sample=True)
+        monkeypatch.setattr(content, "SAMPLE_KEYS", 2048)
         server.query(f"UPDATE shop.orders SET total = total + 1 WHERE id = {low}")
         changed = content.fingerprint(server, instance.user.pw_name, jobs=2, sample=True)
         server.close()
     assert split == whole
     assert "20000 rows" in whole["table shop.orders"]
     assert sample == again and sample != whole
-    assert f"keys {low}..{high}, 1/{content.SAMPLE_EVERY} of them read" in sample["table shop.orders"]
+    windows = content.SAMPLE_PARTS // content.SAMPLE_EVERY
+    assert f"keys {low}..{high}, {windows} windows of up to 2048 read" in sample["table shop.orders"]
+    # 20 000 keys: windows of 1/64 of them, every eighth read (a window is below 2048 keys)
     assert int(sample["table shop.orders"].split(": ")[1].split(" rows")[0]) < 20000 // 4
+    assert f"{windows} windows of up to 16 read: {windows * 16} rows" in narrow["table shop.orders"]
+    assert narrow_beside["table shop.orders"] == narrow["table shop.orders"]
     # a change outside the sample is not seen (the trade of verify_depth = sample), one inside is
     assert beside["table shop.orders"] == sample["table shop.orders"]
     assert changed["table shop.orders"] != sample["table shop.orders"]

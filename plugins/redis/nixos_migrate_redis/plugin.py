@@ -160,14 +160,18 @@ def backup(service: Service, step: Step, dest: Path) -> BackupInfo:
     s = installation.settings_of(service)
     _clear_staging(s)
     checkrecord.discard(service)
-    info = filebackup.backup_paths([s.data_dir], service.private_dir(dest / "files"), service.run, service.progress)
     version = step.from_version or ""
-    appendonly = installation.appendonly(s)
-    expected = _checked(service, step.to_version, used=False) if step.data.get("method") == "logical" else None
-    if expected is None:
-        take = content.sampled if _depth(s, step) == "sample" else content.fingerprint
-        with server.running(service, version, s.data_dir, appendonly=appendonly) as source:
-            expected = take(source, s.batch, service.progress, f"fingerprint of {versions.label(version)}")
+    # the copy goes to disk and is summed while the old server reads the data
+    with filebackup.backing_up(
+        [s.data_dir], service.private_dir(dest / "files"), service.run, service.progress
+    ) as files:
+        appendonly = installation.appendonly(s)
+        expected = _checked(service, step.to_version, used=False) if step.data.get("method") == "logical" else None
+        if expected is None:
+            take = content.sampled if _depth(s, step) == "sample" else content.fingerprint
+            with server.running(service, version, s.data_dir, appendonly=appendonly) as source:
+                expected = take(source, s.batch, service.progress, f"fingerprint of {versions.label(version)}")
+    info = files.result()
     (dest / EXPECTED).write_text(json.dumps(expected))
     (service.state_dir / EXPECTED).write_text(json.dumps(expected))
     detail = {**info.detail, "version": version, "content": content.summary(expected)}
