@@ -1,6 +1,7 @@
 """MariaDB upgrade and downgrade: nixos-migrate against the bare procedure, side by side.
 
-    sudo .venv/bin/python benchmarks/mysql_upgrade.py [--size-mb 1024] [--rounds 3]
+    sudo .venv/bin/python benchmarks/mysql_upgrade.py [--size-mb 1024] [--rounds 3] [--only up|down]
+        [--filesystem xfs|btrfs]
 
 A MariaDB 10.11 data directory with `--size-mb` of InnoDB rows (plus the test corpus's small
 objects), shut down slowly; every contender works on its own copy of it, synced, with the page
@@ -141,13 +142,20 @@ def nm(instance: Instance, root: Path, target: str, *args: str) -> None:
 
 
 @contextlib.contextmanager
-def workspace() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="nm-mysql-bench-", dir="/var/tmp"))
-    provision.traversable(root)
+def workspace(filesystem: str | None, size_mb: int) -> Iterator[Path]:
+    """A directory under /var/tmp, or on a fresh loop-mounted `filesystem` there (xfs: reflink
+    clones, btrfs) with room for the copies and the backups."""
+    base = Path(tempfile.mkdtemp(prefix="nm-mysql-bench-", dir="/var/tmp"))
+    provision.traversable(base)
     try:
-        yield root
+        if filesystem is None:
+            yield base
+        else:
+            with provision.loop_filesystem(filesystem, base, size_mb * 10 + 4096) as mnt:
+                provision.traversable(mnt)
+                yield mnt
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def main() -> int:
@@ -155,13 +163,16 @@ def main() -> int:
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", choices=("up", "down"), help="run one pair of contenders, not both")
+    parser.add_argument(
+        "--filesystem", choices=("xfs", "btrfs"), help="run on a loop-mounted filesystem of this kind (clones)"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root (servers run as an unprivileged user; the page cache is emptied)", file=sys.stderr)
         return 2
     times: dict[str, list[float]] = {}
     ratios: dict[str, list[float]] = {"up": [], "down": []}
-    with workspace() as root:
+    with workspace(args.filesystem, args.size_mb) as root:
         started = time.monotonic()
         pristine = build(root, args.size_mb)
         size = sum(p.stat().st_size for p in pristine.data_dir.rglob("*") if p.is_file())
