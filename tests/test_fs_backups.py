@@ -334,14 +334,16 @@ def test_backing_up_ends_its_threads_when_the_body_fails_and_reports_a_failed_sy
     runner = CommandRunner(Identity.lookup(None))
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
-    with pytest.raises(RuntimeError, match="the body"):
-        with filebackup.backing_up([data], tmp_path / "one", runner, NullProgress()):
-            raise RuntimeError("the body failed")
+    with (
+        pytest.raises(RuntimeError, match="the body"),
+        filebackup.backing_up([data], tmp_path / "one", runner, NullProgress()),
+    ):
+        raise RuntimeError("the body failed")
     assert not [t for t in threading.enumerate() if t.name.startswith("backup")]
 
     real = runner.run
 
-    def failing_sync(argv, **kwargs):  # type: ignore[no-untyped-def]
+    def failing_sync(argv, **kwargs):
         if argv[0] == "sync":
             raise CommandFailed(list(argv), 1, "sync: I/O error")
         return real(argv, **kwargs)
