@@ -113,3 +113,36 @@ def test_wait_ready_reports_ready_exit_and_timeout():
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_a_socket_greets_only_once_its_server_speaks(tmp_path):
+    """`sockets.greets`: a socket that listens (the backlog accepts the connection) is not yet a
+    server that greets; one that sends its first bytes is; no socket is neither."""
+    import contextlib
+    import socket as socketlib
+    import threading
+
+    from nixos_migrate import sockets
+
+    path = tmp_path / "s.sock"
+    assert not sockets.greets(path) and not sockets.answers(path)
+    listener = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(8)
+    try:
+        assert sockets.answers(path) and not sockets.greets(path)  # listening, no accept loop yet
+
+        def serve() -> None:  # the earlier probes wait in the backlog, already closed
+            while True:
+                try:
+                    connection, _ = listener.accept()
+                except OSError:
+                    return  # the listener closed
+                with connection, contextlib.suppress(OSError):
+                    connection.sendall(b"\x0a")  # a handshake's first byte
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        assert sockets.greets(path)
+    finally:
+        listener.close()

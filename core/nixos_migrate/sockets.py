@@ -47,3 +47,17 @@ def answers(path: Path) -> bool:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
         return sock.connect_ex(str(path)) == 0
+
+
+def greets(path: Path) -> bool:
+    """Whether a server on the unix socket `path` accepts a connection and speaks first (MySQL's
+    handshake). A socket listens before the server's accept loop runs, and a server stopped in
+    between can miss the signal (MariaDB 11.8 then hangs, never ready, never stopping): for
+    servers that speak first, ready means greeting."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        try:
+            sock.connect(str(path))
+            return bool(sock.recv(1))
+        except OSError:
+            return False

@@ -213,7 +213,8 @@ def running(
     server.skip_grants = skip_grants
     clean = False
     try:
-        problem = wait_ready(process, lambda: sockets.answers(sock), START_TIMEOUT)
+        # greeting, not only listening: a server stopped before its accept loop runs hangs
+        problem = wait_ready(process, lambda: sockets.greets(sock), START_TIMEOUT)
         if problem is not None:
             tail = "\n".join(server.log_text().splitlines()[-15:])
             raise MigrateError(f"{versions.label(version)} on {data_dir} did not start ({problem}):\n{tail}")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nixos_migrate import sockets
 from nixos_migrate.testing import provision
 from nixos_migrate.testing.provision import ProvisionError, debian_prefix
 
@@ -132,18 +133,12 @@ class RunningServer:
         ]  # fmt: skip
         self.server = provision.Server(argv, user=i.user, env={"PATH": os.environ["PATH"], "LANG": "C.UTF-8"})
         try:
-            self.server.start(lambda: self.socket.exists() and self._accepts(), timeout=120)
+            self.server.start(lambda: sockets.greets(self.socket), timeout=120)
         except ProvisionError as exc:
             raise ProvisionError(
                 f"{exc}\n{self.log.read_text(errors='replace')[-2000:] if self.log.exists() else ''}"
             ) from None
         return self
-
-    def _accepts(self) -> bool:
-        import socket
-
-        with socket.socket(socket.AF_UNIX) as s:
-            return s.connect_ex(str(self.socket)) == 0
 
     def connect(self, database: str | None = None) -> Any:
         import mysql.connector

@@ -140,3 +140,35 @@ def test_another_services_data_is_refused(tmp_path, marker, what):
     assert result.code == 2, result.output
     assert f"{other} holds {what}" in result.stderr
     assert (other / marker).read_text() == "16\n"
+
+
+def test_a_private_server_stopped_as_soon_as_it_is_ready_stops_at_once(tmp_path, monkeypatch):
+    """MariaDB listens on its socket before its accept loop runs, and a SIGTERM in between is lost:
+    the server hangs, neither ready nor stopping (11.8 did it in 3 of 8 stops that followed the
+    first accepted connection). Ready means greeting; ten stops right after the start are clean."""
+    import time
+
+    from nixos_migrate.context import Service
+    from nixos_migrate.control import ServiceControl
+    from nixos_migrate.progress import NullProgress
+    from nixos_migrate.runner import CommandRunner, Identity
+    from nixos_migrate_mysql import server
+    from nixos_migrate_mysql.settings import MysqlSettings
+    from nixos_migrate_mysql.testing import Instance
+
+    provision.traversable(tmp_path)
+    instance = Instance(tmp_path / "mysql", "10.11").create()  # 11.8 opens it as it is
+    monkeypatch.setattr(server, "STOP_TIMEOUT", 10.0)  # a lost SIGTERM: SIGKILL after it, reported
+    runner = CommandRunner(Identity.lookup(instance.user.pw_name))
+    service = Service(
+        name="db", plugin="mysql", settings=MysqlSettings.model_validate(instance.settings(("10.11", "11.8"))),
+        migrations=[], target="11.8", user=instance.user.pw_name, state_dir=tmp_path / "state",
+        backup_dir=tmp_path / "backups", journal_version=None, run=runner, progress=NullProgress(),
+        control=ServiceControl(None, runner),
+    )  # fmt: skip
+    for _ in range(10):
+        started = time.monotonic()
+        with server.running(service, "11.8", instance.data_dir):
+            pass
+        assert time.monotonic() - started < 10.0
+    assert "Shutdown complete" in (service.state_dir / "run" / "current.err").read_text()
