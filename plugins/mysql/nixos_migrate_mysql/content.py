@@ -79,7 +79,8 @@ def _ranges(
     width = (high - low) // parts + 1
     bounds = [low + i * width for i in range(parts)] + [high + 1]
     ranges = list(itertools.pairwise(bounds))[::every]
-    clauses = [f" WHERE {ident(key)} >= {a} AND {ident(key)} < {min(b, a + (keys or b))}" for a, b in ranges]
+    ends = [b if keys is None else min(b, a + keys) for a, b in ranges]
+    clauses = [f" WHERE {ident(key)} >= {a} AND {ident(key)} < {end}" for (a, _), end in zip(ranges, ends, strict=True)]
     return f"{low}..{high}", clauses
 
 

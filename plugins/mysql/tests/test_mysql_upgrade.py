@@ -177,3 +177,30 @@ def test_a_big_table_loaded_just_before_shutdown_is_sized_by_its_pages_not_by_sa
     assert down.code == 0, down.output
     assert check(down, "content equals the fingerprint before the step")["ok"]
     assert content(instance, "10.11") == before
+
+
+def test_a_table_keyed_by_negative_numbers_is_hashed_whole_in_key_ranges(tmp_path, monkeypatch):
+    """Key ranges below zero (a signed key counting down from 0): split on any number of workers,
+    the fingerprint counts every row, as the table read whole does."""
+    from types import SimpleNamespace
+
+    from nixos_migrate_mysql import content
+    from nixos_migrate_mysql.server import Server
+    from nixos_migrate_mysql.settings import MysqlSettings
+    from nixos_migrate_mysql.testing import Instance
+
+    instance = Instance(tmp_path / "mysql", "10.11").create()
+    with instance.server() as running:
+        running.execute(
+            "CREATE DATABASE ledger; USE ledger; CREATE TABLE moves (id BIGINT PRIMARY KEY, amount INT);"
+            " INSERT INTO ledger.moves SELECT -seq, seq % 97 FROM seq_1_to_5000;"
+            " INSERT INTO ledger.moves SELECT seq, seq % 89 FROM seq_1_to_300;"
+        )
+        service = SimpleNamespace(settings=MysqlSettings(data_dir=instance.data_dir), state_dir=tmp_path)
+        server = Server(service, "10.11", running.socket.parent, instance.data_dir, running.socket, running.log)  # type: ignore[arg-type]
+        whole = content.fingerprint(server, instance.user.pw_name, jobs=1)
+        monkeypatch.setattr(content, "SPLIT_ABOVE", 0)
+        split = content.fingerprint(server, instance.user.pw_name, jobs=3)
+        server.close()
+    assert "5300 rows" in whole["table ledger.moves"]
+    assert split == whole
